@@ -1,0 +1,114 @@
+"""The `slimpipe` command."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from slimpipe import __version__
+from slimpipe.config import ConfigError, preset_names, resolve
+
+SAMPLE_DIR = Path(__file__).with_name("sample")
+
+
+def _cmd_run(args) -> int:
+    from slimpipe.rundir import RunConflict
+    from slimpipe.runner import ConservationError, run
+    from slimpipe.stats import summary_text
+
+    inputs = args.input or ([str(SAMPLE_DIR)] if not args.config else None)
+    try:
+        config = resolve(args.preset, args.config, args.set, inputs, args.output, args.address)
+        if not config["input"]["paths"]:
+            config["input"]["paths"] = [str(SAMPLE_DIR)]
+        stats = run(config)
+    except (ConfigError, RunConflict) as exc:
+        print(f"slimpipe: error: {exc}", file=sys.stderr)
+        return 2
+    except ConservationError as exc:
+        print(f"slimpipe: conservation check failed: {exc}", file=sys.stderr)
+        return 3
+    print(summary_text(stats))
+    print(f"\nrun directory: {config['output']['path']}")
+    return 0
+
+
+def _load_stats(run_dir: str) -> dict:
+    from slimpipe.storage import read_json, resolve as resolve_path
+
+    fs, path = resolve_path(run_dir)
+    try:
+        return read_json(fs, f"{path.rstrip('/')}/stats.json")
+    except FileNotFoundError:
+        raise ConfigError(f"{run_dir} has no stats.json: is it a finished slimpipe run?") from None
+
+
+def _cmd_stats(args) -> int:
+    from slimpipe.stats import report_html, summary_text
+
+    try:
+        stats = _load_stats(args.run)
+    except ConfigError as exc:
+        print(f"slimpipe: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    elif args.html:
+        print(report_html(stats))
+    else:
+        print(summary_text(stats))
+    return 0
+
+
+def _cmd_dups(args) -> int:
+    from slimpipe.dups import show_cluster, show_sample
+
+    try:
+        text = show_cluster(args.run, args.cluster) if args.cluster else show_sample(args.run, args.sample)
+    except ConfigError as exc:
+        print(f"slimpipe: error: {exc}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="slimpipe", description=__doc__)
+    p.add_argument("--version", action="version", version=f"slimpipe {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run (or resume) the pipeline; with no arguments, the bundled sample")
+    r.add_argument("--config", help="YAML config file")
+    r.add_argument("--preset", help=f"named preset ({', '.join(preset_names())}); default: web")
+    r.add_argument("--input", nargs="+", metavar="PATH", help="files, folders (recursive) or globs")
+    r.add_argument("--output", help="run directory (default runs/sample)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set filters.length.min_chars=100")
+    r.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    r.set_defaults(func=_cmd_run)
+
+    s = sub.add_parser("stats", help="print a run's statistics")
+    s.add_argument("run")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true")
+    g.add_argument("--html", action="store_true")
+    s.set_defaults(func=_cmd_stats)
+
+    d = sub.add_parser("dups", help="show duplicate clusters of a run")
+    d.add_argument("run")
+    d.add_argument("--sample", type=int, default=5, metavar="N", help="show N clusters")
+    d.add_argument("--cluster", metavar="ID", help="show one cluster by id")
+    d.set_defaults(func=_cmd_dups)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Input discovery and read planning: which files, which source each belongs to, and how large
+files are split into chunks (the unit of parallel reading and of resume)."""
+from __future__ import annotations
+
+import glob as globlib
+import hashlib
+import os
+from dataclasses import asdict, dataclass
+
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from slimpipe.config import ConfigError
+from slimpipe.storage import resolve
+
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+
+
+@dataclass(frozen=True)
+class InputFile:
+    uri: str  # what the user sees in rejected rows: a local path or a URI
+    rel: str  # path relative to the input root it was found under (stable across machines)
+    source: str
+    format: str  # jsonl | parquet
+    compression: str | None  # gzip | zstd | None
+    size: int  # -1 when the file could not be inspected
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of one input file that one read task handles."""
+
+    key: str
+    file: InputFile
+    start: int = 0  # byte offset (plain JSONL) or first row group (Parquet)
+    end: int = -1  # exclusive; -1 = to the end
+    first_line: int = 1  # the 1-based line number of the first line starting in [start, end)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> "Chunk":
+        return Chunk(**{**d, "file": InputFile(**d["file"])})
+
+
+def file_format(name: str, configured: str) -> tuple[str, str | None] | None:
+    """(format, compression) for a file name, or None when it is not an input file."""
+    lower = name.lower()
+    compression = None
+    for suffix, codec in COMPRESSIONS.items():
+        if lower.endswith(suffix):
+            compression, lower = codec, lower[: -len(suffix)]
+            break
+    if lower.endswith(".parquet") and compression is None:
+        return ("parquet", None) if configured in ("auto", "parquet") else None
+    if lower.endswith(JSONL_SUFFIXES) or (configured == "jsonl" and compression):
+        return ("jsonl", compression) if configured in ("auto", "jsonl") else None
+    return None
+
+
+def _has_glob(path: str) -> bool:
+    return any(ch in path for ch in "*?[")
+
+
+def discover(paths: list[str], input_cfg: dict) -> list[InputFile]:
+    """Expand files, folders (recursively) and globs. A path that matches nothing is an error
+    raised here, before any cluster starts."""
+    if not paths:
+        raise ConfigError("no input: give --input PATH or input.paths in the config")
+    found: dict[str, InputFile] = {}
+    for arg in paths:
+        for f in _expand(arg, input_cfg):
+            found.setdefault(f.uri, f)
+    if not found:
+        raise ConfigError(f"no input files (.jsonl[.gz|.zst], .parquet) under {', '.join(paths)}")
+    return sorted(found.values(), key=lambda f: f.uri)
+
+
+def _expand(arg: str, input_cfg: dict) -> list[InputFile]:
+    fs, path = resolve(arg)
+    fixed_source = input_cfg.get("source")
+    fmt = input_cfg.get("format", "auto")
+    if _has_glob(arg):
+        if isinstance(fs, pafs.LocalFileSystem):
+            matches = sorted(globlib.glob(path, recursive=True))
+        else:
+            raise ConfigError(f"globs are supported on local paths only: {arg}")
+        if not matches:
+            raise ConfigError(f"input glob {arg} matches no file")
+        out = []
+        for m in matches:
+            if os.path.isdir(m):
+                out.extend(_expand(m, input_cfg))
+            elif (kind := file_format(m, fmt)) is not None:
+                out.append(_input_file(fs, m, os.path.basename(m), fixed_source or _parent_name(m), kind))
+        return out
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise ConfigError(f"input path does not exist: {arg}")
+    if info.type == pafs.FileType.File:
+        kind = file_format(path, fmt) or (fmt if fmt != "auto" else "jsonl", None)
+        if isinstance(kind, str):
+            kind = (kind, None)
+        return [_input_file(fs, path, info.base_name, fixed_source or _parent_name(path), kind)]
+    root = path.rstrip("/")
+    out = []
+    for entry in _walk(fs, root):
+        kind = file_format(entry, fmt)
+        if kind is None:
+            continue
+        rel = entry[len(root) + 1 :]
+        first = rel.split("/", 1)
+        source = fixed_source or (first[0] if len(first) > 1 else os.path.basename(root))
+        out.append(_input_file(fs, entry, rel, source, kind))
+    return out
+
+
+def _walk(fs: pafs.FileSystem, root: str) -> list[str]:
+    """Every non-directory entry under root, including broken links (they become rejected
+    rows naming the file, not a silent skip)."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        out = []
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+            dirnames.sort()
+            out.extend(os.path.join(dirpath, n) for n in filenames)
+        return sorted(out)
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    return sorted(i.path for i in infos if i.type == pafs.FileType.File)
+
+
+def _parent_name(path: str) -> str:
+    return os.path.basename(os.path.dirname(path.rstrip("/"))) or "default"
+
+
+def _input_file(fs, path: str, rel: str, source: str, kind: tuple[str, str | None]) -> InputFile:
+    try:
+        info = fs.get_file_info(path)
+        size = info.size if info.type == pafs.FileType.File else -1
+    except OSError:
+        size = -1
+    uri = path if isinstance(fs, pafs.LocalFileSystem) else f"{fs.type_name}://{path}"
+    return InputFile(uri=uri, rel=rel, source=source, format=kind[0], compression=kind[1], size=size)
+
+
+def input_fingerprint(files: list[InputFile]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.uri}\0{f.size}\0{f.source}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _chunk_key(f: InputFile, index: int) -> str:
+    return f"{hashlib.blake2b(f.uri.encode(), digest_size=6).hexdigest()}-{index:05d}"
+
+
+def byte_ranges(size: int, split_bytes: int) -> list[tuple[int, int]]:
+    n = max(1, -(-size // split_bytes))
+    step = -(-size // n)
+    return [(i * step, min(size, (i + 1) * step)) for i in range(n)]
+
+
+def plan_parquet(f: InputFile, split_bytes: int) -> list[Chunk]:
+    """Group a Parquet file's row groups into chunks of about split_bytes."""
+    try:
+        fs, path = resolve(f.uri)
+        with fs.open_input_file(path) as fh:
+            meta = pq.ParquetFile(fh).metadata
+        sizes = [meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)]
+    except Exception:  # an unreadable file is read (and rejected, with the error) by one task
+        return [Chunk(key=_chunk_key(f, 0), file=f)]
+    chunks, start, acc, first_row = [], 0, 0, 1
+    for i, size in enumerate(sizes):
+        acc += size
+        if acc >= split_bytes or i == len(sizes) - 1:
+            chunks.append(Chunk(_chunk_key(f, len(chunks)), f, start, i + 1, first_row))
+            first_row += sum(meta.row_group(j).num_rows for j in range(start, i + 1))
+            start, acc = i + 1, 0
+    return chunks or [Chunk(key=_chunk_key(f, 0), file=f)]
+
+
+def plan_chunks(files: list[InputFile], split_bytes: int, count_newlines) -> list[Chunk]:
+    """Plan read chunks. Plain JSONL files above split_bytes are cut into byte ranges; the line
+    number each range starts at comes from `count_newlines(jobs)`, which counts the newlines of
+    every range in parallel on the cluster (so ids from (file, line) do not depend on the split)."""
+    chunks: list[Chunk] = []
+    split_jobs: list[tuple[InputFile, list[tuple[int, int]]]] = []
+    for f in files:
+        if f.format == "parquet":
+            chunks.extend(plan_parquet(f, split_bytes))
+        elif f.compression is None and f.size > split_bytes:
+            split_jobs.append((f, byte_ranges(f.size, split_bytes)))
+        else:
+            chunks.append(Chunk(key=_chunk_key(f, 0), file=f))
+    if split_jobs:
+        counts = count_newlines([(f.uri, s, e) for f, ranges in split_jobs for s, e in ranges])
+        it = iter(counts)
+        for f, ranges in split_jobs:
+            before = 0  # newlines in [0, start)
+            for i, (s, e) in enumerate(ranges):
+                chunks.append(Chunk(_chunk_key(f, i), f, s, e, first_line=before + 1))
+                before += next(it)
+    return sorted(chunks, key=lambda c: (c.file.uri, c.start))
+
+
+def count_newlines_in_range(uri: str, start: int, end: int) -> int:
+    fs, path = resolve(uri)
+    total = 0
+    with fs.open_input_file(path) as fh:
+        fh.seek(start)
+        remaining = end - start
+        while remaining > 0:
+            block = fh.read(min(remaining, 8 << 20))
+            if not block:
+                break
+            total += block.count(b"\n")
+            remaining -= len(block)
+    return total

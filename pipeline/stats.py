@@ -1,0 +1,214 @@
+"""Statistics from what the run wrote, not from counters kept on the way: per stage and per
+source, documents and bytes in and out, and the conservation check
+`input records = kept + rejected + duplicates`. Aggregations run on Ray (no process reads the
+outputs whole); the results are a handful of rows per source."""
+from __future__ import annotations
+
+import html
+import json
+from collections import defaultdict
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+from ray.data.aggregate import Count, Sum
+
+from slimpipe.storage import join, read_json, write_bytes_atomic, write_json_atomic
+
+
+def _kept_columns(t: pa.Table) -> pa.Table:
+    return pa.table({
+        "source": t["source"],
+        "bytes_read": t["bytes_read"],
+        "bytes_clean": t["bytes_clean"],
+        "utf8_repaired": pc.cast(t["utf8_repaired"], pa.int64()),
+        "changed": pc.cast(pc.fill_null(t["changed_by_clean"], False), pa.int64()),
+    })
+
+
+def _rejected_columns(t: pa.Table) -> pa.Table:
+    return pa.table({
+        "source": t["source"],
+        "stage": t["stage"],
+        "reason": t["reason"],
+        "bytes": pc.fill_null(t["bytes"], 0),
+        "bytes_clean": pc.fill_null(pc.binary_length(t["text"]), 0),
+        "utf8_repaired": pc.cast(pc.fill_null(t["utf8_repaired"], False), pa.int64()),
+    })
+
+
+def _group(paths, fs, columns, project, keys, sums) -> list[dict]:
+    if not paths:
+        return []
+    ds = ray.data.read_parquet(paths, filesystem=fs, columns=columns)
+    ds = ds.map_batches(project, batch_format="pyarrow", batch_size=None)
+    return ds.groupby(keys, num_partitions=4).aggregate(Count(), *[Sum(c) for c in sums]).take_all()
+
+
+def collect_stats(rd, chunks) -> dict:
+    records = rd.chunk_records()
+    input_records = sum(records.get(c.key, 0) for c in chunks)
+    kept = _group(rd.part_files(), rd.fs,
+                  ["source", "bytes_read", "bytes_clean", "utf8_repaired", "changed_by_clean"],
+                  _kept_columns, ["source"], ["bytes_read", "bytes_clean", "utf8_repaired", "changed"])
+    rejected = _group(rd.files("rejected"), rd.fs,
+                      ["source", "stage", "reason", "bytes", "text", "utf8_repaired"],
+                      _rejected_columns, ["source", "stage", "reason"],
+                      ["bytes", "bytes_clean", "utf8_repaired"])
+    dups = _group(rd.files("duplicates"), rd.fs, ["source", "kept_source", "bytes"],
+                  lambda t: t, ["source", "kept_source"], ["bytes"])
+    manifest = read_json(rd.fs, join(rd.path, "documents", "manifest.json"))
+
+    src = defaultdict(lambda: defaultdict(int))
+    reasons = defaultdict(lambda: defaultdict(lambda: {"documents": 0, "bytes": 0}))
+    cross = defaultdict(lambda: defaultdict(int))
+    for r in kept:
+        s = src[r["source"]]
+        s["kept_docs"] += r["count()"]
+        s["kept_bytes_read"] += r["sum(bytes_read)"] or 0
+        s["kept_bytes_clean"] += r["sum(bytes_clean)"] or 0
+        s["utf8_repaired"] += r["sum(utf8_repaired)"] or 0
+        s["changed"] += r["sum(changed)"] or 0
+    for r in rejected:
+        s = src[r["source"]]
+        stage = r["stage"]
+        s[f"rej_{stage}_docs"] += r["count()"]
+        s[f"rej_{stage}_bytes_read"] += r["sum(bytes)"] or 0
+        s[f"rej_{stage}_bytes_clean"] += r["sum(bytes_clean)"] or 0
+        s["utf8_repaired"] += r["sum(utf8_repaired)"] or 0
+        entry = reasons[stage][r["reason"]]
+        entry["documents"] += r["count()"]
+        entry["bytes"] += r["sum(bytes)"] or 0
+    for r in dups:
+        s = src[r["source"]]
+        s["dup_docs"] += r["count()"]
+        s["dup_bytes"] += r["sum(bytes)"] or 0
+        cross[r["source"]][r["kept_source"]] += r["count()"]
+
+    sources = {name: _source_stats(s) for name, s in sorted(src.items())}
+    totals = _source_stats({k: sum(s.get(k, 0) for s in src.values() if isinstance(s.get(k, 0), int))
+                            for k in {k for s in src.values() for k in s}})
+    n_rejected = sum(e["documents"] for st in reasons.values() for e in st.values())
+    n_dups = sum(s.get("dup_docs", 0) for s in src.values())
+    conservation = {
+        "input_records": input_records,
+        "kept": manifest["rows"],
+        "rejected": n_rejected,
+        "duplicates": n_dups,
+        "holds": input_records == manifest["rows"] + n_rejected + n_dups,
+    }
+    return {
+        "conservation": conservation,
+        "totals": totals,
+        "sources": sources,
+        "rejected_by_reason": {st: dict(v) for st, v in reasons.items()},
+        "duplicates_cross_source": {a: dict(b) for a, b in cross.items()},
+        "output": {"documents": manifest["rows"], "text_bytes": manifest["text_bytes"],
+                   "shards": len(manifest["shards"])},
+        "chunks": {"planned": len(chunks), "read": sum(1 for c in chunks if c.key in records)},
+    }
+
+
+def _source_stats(s) -> dict:
+    g = lambda k: int(s.get(k, 0))  # noqa: E731
+    records = g("kept_docs") + g("rej_read_docs") + g("rej_filter_docs")
+    bytes_read = g("kept_bytes_read") + g("rej_read_bytes_read") + g("rej_filter_bytes_read")
+    clean_in_docs = records - g("rej_read_docs")
+    clean_in_bytes = bytes_read - g("rej_read_bytes_read")
+    clean_out_bytes = g("kept_bytes_clean") + g("rej_filter_bytes_clean")
+    dedup_in_docs, dedup_in_bytes = g("kept_docs"), g("kept_bytes_clean")
+    out_docs, out_bytes = dedup_in_docs - g("dup_docs"), dedup_in_bytes - g("dup_bytes")
+    return {
+        "read": {"records": records, "bytes": bytes_read, "rejected": g("rej_read_docs"),
+                 "utf8_repaired": g("utf8_repaired")},
+        "clean": {"documents": clean_in_docs, "bytes_in": clean_in_bytes, "bytes_out": clean_out_bytes,
+                  "changed": g("changed")},
+        "filter": {"documents_in": clean_in_docs, "documents_out": dedup_in_docs,
+                   "bytes_in": clean_out_bytes, "bytes_out": dedup_in_bytes,
+                   "rejected": g("rej_filter_docs")},
+        "exact_dedup": {"documents_in": dedup_in_docs, "documents_out": out_docs,
+                        "bytes_in": dedup_in_bytes, "bytes_out": out_bytes,
+                        "duplicates": g("dup_docs"), "bytes_removed": g("dup_bytes"),
+                        "byte_duplication_pct": round(100 * g("dup_bytes") / dedup_in_bytes, 3)
+                        if dedup_in_bytes else 0.0},
+        "output": {"documents": out_docs, "bytes": out_bytes},
+    }
+
+
+# --- reports --------------------------------------------------------------------------------
+
+
+
+def summary_text(stats: dict) -> str:
+    lines = []
+    head = f"{'source':<20}{'records':>10}{'rejected':>10}{'dups':>9}{'kept':>10}{'MB in':>10}{'MB out':>10}{'dup bytes':>11}"
+    lines.append(head)
+    lines.append("-" * len(head))
+    rows = list(stats["sources"].items()) + [("TOTAL", stats["totals"])]
+    for name, s in rows:
+        lines.append(
+            f"{name[:19]:<20}{s['read']['records']:>10}{s['read']['rejected'] + s['filter']['rejected']:>10}"
+            f"{s['exact_dedup']['duplicates']:>9}{s['output']['documents']:>10}"
+            f"{s['read']['bytes'] / 1e6:>10.2f}{s['output']['bytes'] / 1e6:>10.2f}"
+            f"{s['exact_dedup']['byte_duplication_pct']:>10.2f}%"
+        )
+    if stats["rejected_by_reason"]:
+        lines.append("")
+        lines.append("rejected by reason:")
+        for stage, reasons in sorted(stats["rejected_by_reason"].items()):
+            for reason, e in sorted(reasons.items()):
+                lines.append(f"  {stage:<8} {reason:<22}{e['documents']:>10} docs {e['bytes'] / 1e6:>10.2f} MB")
+    c = stats["conservation"]
+    verdict = "holds" if c["holds"] else "VIOLATED"
+    lines.append("")
+    lines.append(f"conservation {verdict}: {c['input_records']} input records = {c['kept']} kept + "
+                 f"{c['rejected']} rejected + {c['duplicates']} duplicates")
+    return "\n".join(lines)
+
+
+def _table_html(stats: dict) -> str:
+    cells = ["<tr><th>source</th>" + "".join(
+        f"<th>{st} docs in</th><th>{st} docs out</th>" for st in ("filter", "exact_dedup")) +
+        "<th>records</th><th>MB read</th><th>MB kept</th><th>byte duplication</th></tr>"]
+    for name, s in list(stats["sources"].items()) + [("TOTAL", stats["totals"])]:
+        cells.append(
+            f"<tr><td>{html.escape(name)}</td>"
+            f"<td>{s['filter']['documents_in']}</td><td>{s['filter']['documents_out']}</td>"
+            f"<td>{s['exact_dedup']['documents_in']}</td><td>{s['exact_dedup']['documents_out']}</td>"
+            f"<td>{s['read']['records']}</td><td>{s['read']['bytes'] / 1e6:.2f}</td>"
+            f"<td>{s['output']['bytes'] / 1e6:.2f}</td><td>{s['exact_dedup']['byte_duplication_pct']:.2f}%</td></tr>")
+    return "<table>" + "".join(cells) + "</table>"
+
+
+def _bars_svg(values: dict[str, float], unit: str) -> str:
+    width, row = 520, 22
+    top = max(values.values(), default=0) or 1
+    parts = [f'<svg width="{width + 200}" height="{row * len(values) + 10}" xmlns="http://www.w3.org/2000/svg">']
+    for i, (name, v) in enumerate(values.items()):
+        w = int(width * v / top)
+        parts.append(f'<text x="0" y="{i * row + 15}" font-size="12">{html.escape(name[:24])}</text>'
+                     f'<rect x="170" y="{i * row + 3}" width="{w}" height="16" fill="#4c78a8"/>'
+                     f'<text x="{175 + w}" y="{i * row + 15}" font-size="12">{v:.2f}{unit}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def report_html(stats: dict) -> str:
+    dup = {n: s["exact_dedup"]["byte_duplication_pct"] for n, s in stats["sources"].items()}
+    rej = {f"{st}: {r}": e["documents"] for st, rs in stats["rejected_by_reason"].items() for r, e in rs.items()}
+    c = stats["conservation"]
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>slimpipe run report</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style>
+</head><body><h1>slimpipe run report</h1>
+<p>Conservation {'holds' if c['holds'] else '<b>VIOLATED</b>'}: {c['input_records']} input records =
+{c['kept']} kept + {c['rejected']} rejected + {c['duplicates']} duplicates.</p>
+<h2>Per source</h2>{_table_html(stats)}
+<h2>Byte duplication per source (exact)</h2>{_bars_svg(dup, '%')}
+<h2>Rejected documents by reason</h2>{_bars_svg(rej, '') if rej else '<p>none</p>'}
+<h2>All statistics</h2><pre>{html.escape(json.dumps(stats, indent=2))}</pre>
+</body></html>"""
+
+
+def write_reports(rd, stats: dict) -> None:
+    write_json_atomic(rd.fs, join(rd.path, "stats.json"), stats)
+    write_bytes_atomic(rd.fs, join(rd.path, "report.html"), report_html(stats).encode())

@@ -1,0 +1,81 @@
+"""Filesystem layer: every path goes through pyarrow.fs, so run directories and inputs can live on
+local disk, a shared file system or object storage (s3://, gs://) alike. Writes are atomic."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+
+def resolve(path: str) -> tuple[pafs.FileSystem, str]:
+    """A user path or URI -> (filesystem, path inside it)."""
+    if "://" in path:
+        return pafs.FileSystem.from_uri(path)
+    return pafs.LocalFileSystem(), os.path.abspath(path)
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def exists(fs: pafs.FileSystem, path: str) -> bool:
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def list_files(fs: pafs.FileSystem, path: str, recursive: bool = False) -> list[pafs.FileInfo]:
+    if not exists(fs, path):
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=recursive))
+    return sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path)
+
+
+def _atomic_write(fs: pafs.FileSystem, path: str, data: bytes | pa.Buffer) -> None:
+    """Write under a temporary name, then rename: readers see the whole file or none of it."""
+    parent = path.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with fs.open_output_stream(tmp) as out:
+        out.write(data)
+    fs.move(tmp, path)
+
+
+def write_bytes_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    _atomic_write(fs, path, data)
+
+
+def write_json_atomic(fs: pafs.FileSystem, path: str, obj) -> None:
+    _atomic_write(fs, path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(fs: pafs.FileSystem, path: str):
+    with fs.open_input_stream(path) as f:
+        return json.loads(f.read())
+
+
+def write_parquet_atomic(
+    fs: pafs.FileSystem, path: str, table: pa.Table, compression_level: int = 3
+) -> dict:
+    """Write one zstd Parquet file atomically; returns its rows, bytes and sha256."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(
+        table, sink, compression="zstd", compression_level=compression_level, row_group_size=16384
+    )
+    buf = sink.getvalue()
+    _atomic_write(fs, path, buf)
+    return {
+        "rows": table.num_rows,
+        "bytes": buf.size,
+        "sha256": hashlib.sha256(memoryview(buf)).hexdigest(),
+    }
+
+
+def remove_stale_tmp(fs: pafs.FileSystem, path: str) -> None:
+    """Temporary files of a killed run never became outputs; clear them on resume."""
+    for info in list_files(fs, path, recursive=True):
+        if ".tmp-" in info.base_name:
+            fs.delete_file(info.path)

@@ -1,0 +1,80 @@
+"""Arrow schemas of every table slimpipe writes: the one place a table's shape is written down."""
+from pathlib import Path
+
+import pyarrow as pa
+
+CONFIG_SCHEMA_PATH = Path(__file__).with_name("config.schema.json")
+
+# A record as it travels between the read, clean and filter stages. Rows rejected on the way
+# travel on with `reject_stage`/`reject_reason` set, so that nothing can drop out unseen.
+RECORD = pa.schema(
+    [
+        ("id", pa.string()),
+        ("text", pa.large_string()),
+        ("source", pa.string()),
+        ("url", pa.string()),
+        ("meta", pa.string()),  # the input record's other fields, as JSON
+        ("file", pa.string()),
+        ("line", pa.int64()),  # 1-based line (JSONL) or row (Parquet) in `file`
+        ("chunk", pa.string()),  # the read chunk this row came from (resume unit)
+        ("raw", pa.large_binary()),  # input bytes, kept only when they could not be decoded
+        ("bytes_read", pa.int64()),  # UTF-8 bytes of the text as read
+        ("bytes_clean", pa.int64()),  # UTF-8 bytes after cleaning
+        ("utf8_repaired", pa.bool_()),
+        ("changed_by_clean", pa.bool_()),
+        ("norm_chars", pa.int64()),  # characters of the normalised text (the length rule's measure)
+        ("text_hash", pa.binary(16)),  # blake2b-128 of the normalised text (exact dedup key)
+        ("reject_stage", pa.string()),
+        ("reject_reason", pa.string()),
+        ("reject_value", pa.float64()),  # the measured value a filter compared, where it has one
+        ("reject_detail", pa.string()),
+    ]
+)
+
+DOCUMENT = pa.schema(
+    [
+        ("id", pa.string()),
+        ("text", pa.large_string()),
+        ("source", pa.string()),
+        ("url", pa.string()),
+        ("meta", pa.string()),
+        ("file", pa.string()),
+        ("line", pa.int64()),
+    ]
+)
+
+REJECTED = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("stage", pa.string()),
+        ("reason", pa.string()),
+        ("value", pa.float64()),
+        ("detail", pa.string()),
+        ("file", pa.string()),
+        ("line", pa.int64()),
+        ("text", pa.large_string()),
+        ("raw", pa.large_binary()),
+        ("bytes", pa.int64()),  # UTF-8 bytes of the text as read
+        ("utf8_repaired", pa.bool_()),
+    ]
+)
+
+DUPLICATE = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("cluster_id", pa.string()),
+        ("kept_id", pa.string()),
+        ("kept_source", pa.string()),
+        ("kind", pa.string()),  # exact | near
+        ("similarity", pa.float64()),
+        ("bytes", pa.int64()),
+        ("file", pa.string()),
+        ("line", pa.int64()),
+    ]
+)
+
+
+def empty(schema: pa.Schema) -> pa.Table:
+    return schema.empty_table()

@@ -1,0 +1,49 @@
+"""Normalise stage: SlimPajama's text normalisation (lower-case, ASCII punctuation removed,
+whitespace collapsed), computed once per document and shared by the length rule (its length)
+and exact dedup (a blake2b-128 of it). The normalised text itself is not kept."""
+from __future__ import annotations
+
+import hashlib
+import re
+import string
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+_WHITESPACE = re.compile(r"\s+")
+
+
+def normalize_text(text: str) -> str:
+    """SlimPajama's normalisation, as its length filter and MinHash shingles see the text."""
+    return _WHITESPACE.sub(" ", text.lower().translate(_PUNCTUATION).strip())
+
+
+def text_hash(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+class Normalizer:
+    """Adds `norm_chars` and `text_hash` to rows not yet rejected."""
+
+    def __init__(self, hash_normalized: bool = True):
+        self.hash_normalized = hash_normalized
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        texts = table.column("text").to_pylist()
+        live = pc.is_null(table.column("reject_stage")).to_pylist()
+        lengths, hashes = [], []
+        for text, ok in zip(texts, live):
+            if not ok:
+                lengths.append(None)
+                hashes.append(None)
+                continue
+            norm = normalize_text(text)
+            lengths.append(len(norm))
+            hashes.append(text_hash(norm if self.hash_normalized else text))
+        table = table.set_column(
+            table.schema.get_field_index("norm_chars"), "norm_chars", pa.array(lengths, pa.int64())
+        )
+        return table.set_column(
+            table.schema.get_field_index("text_hash"), "text_hash", pa.array(hashes, pa.binary(16))
+        )
