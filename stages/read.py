@@ -187,7 +187,40 @@ def _open_stream(chunk: Chunk):
     raw = fs.open_input_stream(path, compression=None)  # we decompress, to see damage
     if chunk.file.compression == "gzip":
         return gzip.GzipFile(fileobj=raw, mode="rb")
-    return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+    return ZstdStream(raw)
+
+
+class ZstdStream:
+    """Zstandard frames, one after another, decoded as they stream in. Unlike zstandard's own
+    stream reader, a stream that ends inside a frame is an error, not a quiet end."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.dctx = zstandard.ZstdDecompressor()
+        self.dobj = None
+        self.pending = b""
+
+    def read1(self, size: int) -> bytes:
+        while True:
+            data = self.pending or self.raw.read(1 << 16)
+            self.pending = b""
+            if not data:
+                if self.dobj is not None and not self.dobj.eof:
+                    raise EOFError("zstd stream ends inside a frame (truncated)")
+                return b""
+            if self.dobj is None or self.dobj.eof:
+                self.dobj = self.dctx.decompressobj()
+            out = self.dobj.decompress(data)
+            if self.dobj.eof:
+                self.pending = self.dobj.unused_data
+            if out:
+                return out
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.raw.close()
 
 
 class StreamDamage(Exception):
@@ -196,9 +229,12 @@ class StreamDamage(Exception):
 
 def _blocks(stream) -> Iterator[bytes]:
     """Raw blocks from a stream; a decompression or I/O failure becomes StreamDamage."""
+    # read1 hands over what one decompression step produced, so data before damage is not
+    # lost inside a read() that was still filling its buffer when the error came.
+    read = stream.read1 if hasattr(stream, "read1") else stream.read
     while True:
         try:
-            block = stream.read(READ_BLOCK)
+            block = read(READ_BLOCK)
         except (OSError, EOFError, zstandard.ZstdError, ValueError) as exc:
             raise StreamDamage(f"{type(exc).__name__}: {exc}") from exc
         if not block:

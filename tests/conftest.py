@@ -1,0 +1,80 @@
+import gzip
+import io
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import pytest
+import zstandard
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+SAMPLE_C4 = Path(__file__).parents[1] / "pipeline" / "sample" / "c4" / "c4-en-train-00000-first600.jsonl.zst"
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole test session, with its own short temp dir (socket paths are
+    length-limited), stopped by the test session that started it."""
+    import ray
+
+    tmp = tempfile.mkdtemp(prefix="sp-ray-", dir="/tmp")
+    ray.init(num_cpus=2, _temp_dir=tmp, include_dashboard=False, log_to_driver=False,
+             address="local")
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def c4_docs() -> list[dict]:
+    """Real web text: the C4 documents the project bundles as its sample."""
+    raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(SAMPLE_C4.read_bytes())).read()
+    return [json.loads(line) for line in raw.split(b"\n") if line.strip()]
+
+
+def write_jsonl(path: Path, records, compression: str | None = None) -> Path:
+    data = b"".join(
+        (r if isinstance(r, bytes) else json.dumps(r, ensure_ascii=False).encode()) + b"\n" for r in records
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if compression == "gzip":
+        data = gzip.compress(data)
+    elif compression == "zstd":
+        data = zstandard.ZstdCompressor().compress(data)
+    path.write_bytes(data)
+    return path
+
+
+def make_corpus(root: Path, docs: list[dict], seed: int = 0) -> dict:
+    """A two-source corpus of real web text with planted exact duplicates (within and across
+    sources, and copies differing only in case, punctuation and spacing), short documents, and
+    a few bad records. Returns what was planted."""
+    from slimpipe.stages.normalize import normalize_text
+
+    rng = random.Random(seed)
+    docs = [d for d in docs if len(normalize_text(d["text"])) >= 200]
+    web = [dict(d) for d in docs[:300]]
+    news = [dict(d) for d in docs[300:450]]
+    for i, d in enumerate(web):
+        d["id"] = f"web-{i}"
+    for i, d in enumerate(news):
+        d["id"] = f"news-{i}"
+    dup_within = [dict(web[i], id=f"web-dup-{i}") for i in rng.sample(range(300), 20)]
+    dup_cross = [dict(web[i], id=f"news-dup-{i}") for i in rng.sample(range(300), 10)]
+    variant = [dict(web[i], id=f"news-var-{i}", text=web[i]["text"].replace(". ", " .  ").replace(",", " ,"))
+               for i in rng.sample(range(300), 5)]
+    short = [{"id": f"short-{i}", "text": f"Too short {i}."} for i in range(7)]
+    web_all = web + dup_within + short
+    rng.shuffle(web_all)
+    news_all = news + dup_cross + variant
+    rng.shuffle(news_all)
+    write_jsonl(root / "web" / "part-0.jsonl", web_all[:200])
+    write_jsonl(root / "web" / "part-1.jsonl.zst", web_all[200:], "zstd")
+    write_jsonl(root / "news" / "news.jsonl.gz", news_all, "gzip")
+    return {"records": len(web_all) + len(news_all), "short": len(short),
+            "duplicates": len(dup_within) + len(dup_cross) + len(variant)}
