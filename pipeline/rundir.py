@@ -14,7 +14,7 @@ from slimpipe.inputs import Chunk
 from slimpipe.storage import (exists, join, list_files, read_json, remove_stale_tmp, resolve,
                               write_json_atomic)
 
-_PART = re.compile(r"^(\d+)-(\d+)-(\d+)\.parquet$")  # first line, rows, rows kept
+_PART = re.compile(r"^(\d+)-(\d+)-(\d+)-(\d+)\.parquet$")  # first line, rows, kept rows, kept bytes
 
 
 class RunConflict(RuntimeError):
@@ -129,10 +129,14 @@ class RunDir:
             if info.base_name.startswith(f"{key}-"):
                 self.fs.delete_file(info.path)
 
-    def part_files(self) -> list[str]:
-        """The parts that hold kept rows."""
-        return [i.path for i in list_files(self.fs, join(self.work, "filtered"), recursive=True)
-                if (m := _PART.match(i.base_name)) and int(m.group(3)) > 0]
+    def kept_parts(self) -> dict[str, int]:
+        """The parts that hold kept rows, with the text bytes each holds."""
+        out = {}
+        for info in list_files(self.fs, join(self.work, "filtered"), recursive=True):
+            m = _PART.match(info.base_name)
+            if m and int(m.group(3)) > 0:
+                out[info.path] = int(m.group(4))
+        return out
 
     # --- dedup partitions -------------------------------------------------------------------
 

@@ -171,21 +171,21 @@ def _stage_filter(rd: RunDir, chunks, config) -> None:
                                                  "level": config["output"]["compression_level"]}, **common)
     for _ in ds.iter_batches(batch_size=None):
         pass
-    missing = [c.key for c in todo if c.key not in rd.complete_chunks(todo)]
+    complete = rd.complete_chunks(todo)
+    missing = [c.key for c in todo if c.key not in complete]
     if missing:
         raise RuntimeError(f"chunks did not complete: {missing[:5]}")
     rd.set_stage("read_clean_filter", status="done")
 
 
 def _stage_dedup(rd: RunDir, config) -> None:
-    parts = rd.part_files()
+    kept_parts = rd.kept_parts()
+    parts = sorted(kept_parts)
     stage = rd.state["stages"].get("exact_dedup", {})
     if stage.get("status") == "done":
         return
     if "partitions" not in stage:
-        kept_bytes = 0
-        if parts:
-            kept_bytes = ray.data.read_parquet(parts, filesystem=rd.fs, columns=["bytes_clean"]).sum("bytes_clean") or 0
+        kept_bytes = sum(kept_parts.values())
         partitions = max(1, math.ceil(kept_bytes / config["output"]["shard_bytes"]))
         rd.set_stage("exact_dedup", partitions=partitions, kept_bytes=int(kept_bytes))
         stage = rd.state["stages"]["exact_dedup"]
@@ -208,7 +208,7 @@ def _stage_dedup(rd: RunDir, config) -> None:
     rd.set_stage("exact_dedup", status="done")
     entries = [s for p in sorted(rd.done_partitions().values(), key=lambda d: d["shards"][0]["file"])
                for s in p["shards"]]
-    write_json_atomic(rd.fs, join(rd.path, "documents", "manifest.json"),
+    write_json_atomic(rd.fs, join(rd.path, "documents", "_manifest.json"),
                       {"shards": entries, "rows": sum(e["rows"] for e in entries),
                        "text_bytes": sum(e["text_bytes"] for e in entries)})
 

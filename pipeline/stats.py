@@ -1,7 +1,8 @@
 """Statistics from what the run wrote, not from counters kept on the way: per stage and per
 source, documents and bytes in and out, and the conservation check
 `input records = kept + rejected + duplicates`. Aggregations run on Ray (no process reads the
-outputs whole); the results are a handful of rows per source."""
+outputs whole): each task aggregates a group of files, and only a handful of rows per source
+come back to be merged."""
 from __future__ import annotations
 
 import html
@@ -10,10 +11,10 @@ from collections import defaultdict
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import ray
-from ray.data.aggregate import Count, Sum
 
-from slimpipe.storage import join, read_json, write_bytes_atomic, write_json_atomic
+from slimpipe.storage import join, read_json, resolve, write_bytes_atomic, write_json_atomic
 
 
 def _kept_columns(t: pa.Table) -> pa.Table:
@@ -37,53 +38,84 @@ def _rejected_columns(t: pa.Table) -> pa.Table:
     })
 
 
-def _group(paths, fs, columns, project, keys, sums) -> list[dict]:
+def _dup_columns(t: pa.Table) -> pa.Table:
+    return t.select(["source", "kept_source", "bytes"])
+
+
+_KINDS = {
+    "kept": (["source", "bytes_read", "bytes_clean", "utf8_repaired", "changed_by_clean"], _kept_columns,
+             ["source"], ["bytes_read", "bytes_clean", "utf8_repaired", "changed"]),
+    "rejected": (["source", "stage", "reason", "bytes", "text", "utf8_repaired"], _rejected_columns,
+                 ["source", "stage", "reason"], ["bytes", "bytes_clean", "utf8_repaired"]),
+    "duplicates": (["source", "kept_source", "bytes"], _dup_columns, ["source", "kept_source"], ["bytes"]),
+}
+
+
+def _aggregate(table: pa.Table, keys: list[str], sums: list[str]) -> pa.Table:
+    aggs = [(keys[0], "count", pc.CountOptions(mode="all"))] + [(c, "sum") for c in sums]
+    return _plain_names(table.group_by(keys).aggregate(aggs), keys[0])
+
+
+def _plain_names(table: pa.Table, count_of: str) -> pa.Table:
+    """"source_count" -> "count", "bytes_sum" -> "bytes"; the key columns keep their names."""
+    names = {f"{count_of}_count": "count", "count_sum": "count"}
+    return table.rename_columns([names.get(n, n.removesuffix("_sum")) for n in table.column_names])
+
+
+@ray.remote(num_cpus=0.5)
+def _aggregate_files(uri: str, paths: list[str], kind: str) -> pa.Table:
+    """Partial aggregate of some output files; only a few rows per source travel back."""
+    columns, project, keys, sums = _KINDS[kind]
+    fs, _ = resolve(uri)
+    tables = [_aggregate(project(pq.read_table(p, columns=columns, filesystem=fs)), keys, sums)
+              for p in paths]
+    return pa.concat_tables(tables) if tables else None
+
+
+def _group(rd, paths: list[str], kind: str, files_per_task: int = 64) -> list[dict]:
     if not paths:
         return []
-    ds = ray.data.read_parquet(paths, filesystem=fs, columns=columns)
-    ds = ds.map_batches(project, batch_format="pyarrow", batch_size=None)
-    return ds.groupby(keys, num_partitions=4).aggregate(Count(), *[Sum(c) for c in sums]).take_all()
+    _, _, keys, sums = _KINDS[kind]
+    refs = [_aggregate_files.remote(rd.uri, paths[i : i + files_per_task], kind)
+            for i in range(0, len(paths), files_per_task)]
+    partial = pa.concat_tables([t for t in ray.get(refs) if t is not None])
+    total = partial.group_by(keys).aggregate([("count", "sum")] + [(c, "sum") for c in sums])
+    return _plain_names(total, keys[0]).to_pylist()
 
 
 def collect_stats(rd, chunks) -> dict:
     records = rd.chunk_records()
     input_records = sum(records.get(c.key, 0) for c in chunks)
-    kept = _group(rd.part_files(), rd.fs,
-                  ["source", "bytes_read", "bytes_clean", "utf8_repaired", "changed_by_clean"],
-                  _kept_columns, ["source"], ["bytes_read", "bytes_clean", "utf8_repaired", "changed"])
-    rejected = _group(rd.files("rejected"), rd.fs,
-                      ["source", "stage", "reason", "bytes", "text", "utf8_repaired"],
-                      _rejected_columns, ["source", "stage", "reason"],
-                      ["bytes", "bytes_clean", "utf8_repaired"])
-    dups = _group(rd.files("duplicates"), rd.fs, ["source", "kept_source", "bytes"],
-                  lambda t: t, ["source", "kept_source"], ["bytes"])
-    manifest = read_json(rd.fs, join(rd.path, "documents", "manifest.json"))
+    kept = _group(rd, sorted(rd.kept_parts()), "kept")
+    rejected = _group(rd, rd.files("rejected"), "rejected")
+    dups = _group(rd, rd.files("duplicates"), "duplicates")
+    manifest = read_json(rd.fs, join(rd.path, "documents", "_manifest.json"))
 
     src = defaultdict(lambda: defaultdict(int))
     reasons = defaultdict(lambda: defaultdict(lambda: {"documents": 0, "bytes": 0}))
     cross = defaultdict(lambda: defaultdict(int))
     for r in kept:
         s = src[r["source"]]
-        s["kept_docs"] += r["count()"]
-        s["kept_bytes_read"] += r["sum(bytes_read)"] or 0
-        s["kept_bytes_clean"] += r["sum(bytes_clean)"] or 0
-        s["utf8_repaired"] += r["sum(utf8_repaired)"] or 0
-        s["changed"] += r["sum(changed)"] or 0
+        s["kept_docs"] += r["count"]
+        s["kept_bytes_read"] += r["bytes_read"] or 0
+        s["kept_bytes_clean"] += r["bytes_clean"] or 0
+        s["utf8_repaired"] += r["utf8_repaired"] or 0
+        s["changed"] += r["changed"] or 0
     for r in rejected:
         s = src[r["source"]]
         stage = r["stage"]
-        s[f"rej_{stage}_docs"] += r["count()"]
-        s[f"rej_{stage}_bytes_read"] += r["sum(bytes)"] or 0
-        s[f"rej_{stage}_bytes_clean"] += r["sum(bytes_clean)"] or 0
-        s["utf8_repaired"] += r["sum(utf8_repaired)"] or 0
+        s[f"rej_{stage}_docs"] += r["count"]
+        s[f"rej_{stage}_bytes_read"] += r["bytes"] or 0
+        s[f"rej_{stage}_bytes_clean"] += r["bytes_clean"] or 0
+        s["utf8_repaired"] += r["utf8_repaired"] or 0
         entry = reasons[stage][r["reason"]]
-        entry["documents"] += r["count()"]
-        entry["bytes"] += r["sum(bytes)"] or 0
+        entry["documents"] += r["count"]
+        entry["bytes"] += r["bytes"] or 0
     for r in dups:
         s = src[r["source"]]
-        s["dup_docs"] += r["count()"]
-        s["dup_bytes"] += r["sum(bytes)"] or 0
-        cross[r["source"]][r["kept_source"]] += r["count()"]
+        s["dup_docs"] += r["count"]
+        s["dup_bytes"] += r["bytes"] or 0
+        cross[r["source"]][r["kept_source"]] += r["count"]
 
     sources = {name: _source_stats(s) for name, s in sorted(src.items())}
     totals = _source_stats({k: sum(s.get(k, 0) for s in src.values() if isinstance(s.get(k, 0), int))

@@ -13,7 +13,7 @@ _PUNCTUATION = string.punctuation.encode()
 
 
 def normalize_text(text: str) -> str:
-    """SlimPajama's normalisation, `re.sub(r"\s+", " ", text.lower().translate(<delete
+    r"""SlimPajama's normalisation, `re.sub(r"\s+", " ", text.lower().translate(<delete
     string.punctuation>).strip())`, computed about 5x faster: ASCII punctuation bytes never occur
     inside a multi-byte UTF-8 sequence, so deleting them from the bytes deletes the characters;
     and str.split() and the regex \s both split on exactly the str.isspace() characters."""

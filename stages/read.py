@@ -265,17 +265,18 @@ def _lines(stream) -> Iterator[bytes]:
 
 def _skip_partial_line(stream, chunk: Chunk) -> tuple[int, int]:
     """A range that starts mid-line leaves that line to the range before it. Returns the offset
-    of the first line this range owns and that line's 1-based number."""
+    of the first line this range owns (>= end when a long line covers the whole range) and
+    that line's 1-based number. Scans no further than the range's end."""
     stream.seek(chunk.start - 1)
     if stream.read(1) == b"\n":
         return chunk.start, chunk.first_line
     pos = chunk.start
-    while block := stream.read(1 << 16):
+    while pos < chunk.end and (block := stream.read(min(1 << 16, chunk.end - pos))):
         i = block.find(b"\n")
         if i >= 0:
             return pos + i + 1, chunk.first_line + 1
         pos += len(block)
-    return pos, chunk.first_line + 1
+    return chunk.end, chunk.first_line + 1
 
 
 def read_jsonl_chunk(chunk: Chunk, read_cfg: dict) -> Iterator[pa.Table]:
@@ -293,6 +294,8 @@ def read_jsonl_chunk(chunk: Chunk, read_cfg: dict) -> Iterator[pa.Table]:
             pos, end = chunk.start, chunk.end
             if chunk.start > 0:
                 pos, line_no = _skip_partial_line(stream, chunk)
+                if pos >= end:
+                    return  # a line that started in an earlier range covers this one
             stream.seek(pos)
         try:
             for raw in _lines(stream):
@@ -410,4 +413,7 @@ def _make_read_fn(chunk: Chunk, read_cfg: dict, work_uri: str):
 
 
 def read_dataset(chunks: list[Chunk], read_cfg: dict, work_uri: str) -> ray.data.Dataset:
-    return ray.data.read_datasource(ChunkDatasource(chunks, read_cfg, work_uri))
+    # One block stream per chunk: without the override Ray splits the output of a few large
+    # chunks into many small blocks, which breaks the fusion of read with the stages after it.
+    return ray.data.read_datasource(ChunkDatasource(chunks, read_cfg, work_uri),
+                                    override_num_blocks=len(chunks))

@@ -1,8 +1,9 @@
 """Write stage: atomic, deterministic Parquet outputs.
 
-- Parts: after filtering, each batch of a chunk lands as WORK/filtered/CHUNK/LINE-ROWS-KEPT.parquet
-  (the KEPT rows that go on to dedup) and RUN/rejected/CHUNK-LINE.parquet (the rows dropped so
-  far). ROWS counts both, so a resumed run can tell a complete chunk from a half-written one.
+- Parts: after filtering, each batch of a chunk lands as
+  WORK/filtered/CHUNK/LINE-ROWS-KEPT-BYTES.parquet (the KEPT rows, BYTES of text, that go on to
+  dedup) and RUN/rejected/CHUNK-LINE.parquet (the rows dropped so far). ROWS counts both, so a
+  resumed run can tell a complete chunk from a half-written one without opening a file.
 - Shards: kept documents as RUN/documents/part-PPPPP-KKK.parquet, zstd, about `shard_bytes` of
   text each, with rows, bytes and sha256 in the manifest.
 """
@@ -61,8 +62,9 @@ class PartWriter:
                 write_parquet_atomic(self.fs, join(self.run, "rejected", f"{key}-{first:012d}.parquet"),
                                      rejected_rows(piece.filter(dropped)), self.level)
             kept = piece.filter(pc.invert(dropped)).select(PART_COLUMNS)
+            kept_bytes = pc.sum(kept["bytes_clean"]).as_py() or 0
             # Written last: its name carries the row count that marks this part complete.
-            write_parquet_atomic(self.fs, join(self.work, "filtered", key, f"{first:012d}-{piece.num_rows}-{kept.num_rows}.parquet"),
+            write_parquet_atomic(self.fs, join(self.work, "filtered", key, f"{first:012d}-{piece.num_rows}-{kept.num_rows}-{kept_bytes}.parquet"),
                                  kept, self.level)
             chunks.append(key)
             rows.append(piece.num_rows)

@@ -66,7 +66,7 @@ def make_corpus(root: Path, docs: list[dict], seed: int = 0) -> dict:
         d["id"] = f"news-{i}"
     dup_within = [dict(web[i], id=f"web-dup-{i}") for i in rng.sample(range(300), 20)]
     dup_cross = [dict(web[i], id=f"news-dup-{i}") for i in rng.sample(range(300), 10)]
-    variant = [dict(web[i], id=f"news-var-{i}", text=web[i]["text"].replace(". ", " .  ").replace(",", " ,"))
+    variant = [dict(web[i], id=f"news-var-{i}", text=web[i]["text"].replace(". ", " .  "))
                for i in rng.sample(range(300), 5)]
     short = [{"id": f"short-{i}", "text": f"Too short {i}."} for i in range(7)]
     web_all = web + dup_within + short
