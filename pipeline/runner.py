@@ -24,7 +24,7 @@ from slimpipe.stages.normalize import Normalizer
 from slimpipe.stages.read import read_dataset
 from slimpipe.stages.write import PartWriter, write_shards
 from slimpipe.stats import collect_stats, write_reports
-from slimpipe.storage import join, resolve, write_json_atomic, write_parquet_atomic
+from slimpipe.storage import join, read_parquet_files, resolve, write_json_atomic, write_parquet_atomic
 
 log = logging.getLogger("slimpipe")
 
@@ -192,10 +192,11 @@ def _stage_dedup(rd: RunDir, config) -> None:
     partitions = stage["partitions"]
     done = sorted(rd.done_partitions())
     if parts and len(done) < partitions:
-        ds = ray.data.read_parquet(parts, filesystem=rd.fs)
+        ds = read_parquet_files(rd.uri_of(), parts)
         ds = ds.map_batches(_partition, fn_kwargs={"partitions": partitions, "skip": done},
                             batch_format="pyarrow", batch_size=None)
-        ds = ds.groupby("partition", num_partitions=min(partitions, 64) or None).map_groups(
+        reducers = max(1, min(partitions, int(ray.cluster_resources().get("CPU", 1))))
+        ds = ds.groupby("partition", num_partitions=reducers).map_groups(
             _dedup_and_write,
             fn_kwargs={"run_uri": rd.uri_of(), "work_uri": rd.uri_of("_work"),
                        "dedup": config["dedup"]["exact"]["enabled"],

@@ -76,7 +76,7 @@ def _group(rd, paths: list[str], kind: str, files_per_task: int = 64) -> list[di
     if not paths:
         return []
     _, _, keys, sums = _KINDS[kind]
-    refs = [_aggregate_files.remote(rd.uri, paths[i : i + files_per_task], kind)
+    refs = [_aggregate_files.remote(rd.uri_of(), paths[i : i + files_per_task], kind)
             for i in range(0, len(paths), files_per_task)]
     partial = pa.concat_tables([t for t in ray.get(refs) if t is not None])
     total = partial.group_by(keys).aggregate([("count", "sum")] + [(c, "sum") for c in sums])

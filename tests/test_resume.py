@@ -1,0 +1,114 @@
+"""A killed run resumes and ends with output identical to an uninterrupted run."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+from slimpipe.config import resolve
+from slimpipe.runner import run
+
+from conftest import write_jsonl
+
+SETS = ["input.split_bytes=65536", "output.shard_bytes=400000"]
+
+
+def outputs(run_dir: Path) -> dict:
+    manifest = json.loads((run_dir / "documents" / "_manifest.json").read_text())
+    return {
+        "documents": [s["sha256"] for s in manifest["shards"]],
+        "duplicates": pq.read_table(run_dir / "duplicates").sort_by("id").to_pylist(),
+        "rejected": sorted((r["file"], r["line"], r["reason"]) for r in
+                           pq.read_table(run_dir / "rejected", columns=["file", "line", "reason"]).to_pylist()),
+        "conservation": json.loads((run_dir / "stats.json").read_text())["conservation"],
+    }
+
+
+@pytest.fixture(scope="module")
+def big_corpus(tmp_path_factory, c4_docs):
+    """About 8 MB of web text in 4 files, so a run has ~130 chunks to be killed in the middle of."""
+    root = tmp_path_factory.mktemp("big")
+    for f in range(4):
+        docs = [dict(d, id=f"f{f}-{i}-{r}") for r in range(2) for i, d in enumerate(c4_docs)]
+        if f == 3:
+            docs += [dict(d, id=f"copy-{i}") for i, d in enumerate(c4_docs[:100])]  # exact duplicates
+        write_jsonl(root / "cc" / f"shard-{f}.jsonl", docs)
+    return root
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(ray_session, big_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    run(resolve("slimpajama", None, SETS, [str(big_corpus)], str(out)))
+    return outputs(out)
+
+
+def _kill_tree_started_by(proc: subprocess.Popen, ray_tmp: str) -> None:
+    """SIGKILL the driver, then whatever Ray processes that driver started (found by their own
+    temp dir, so nothing else on the machine is touched)."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if any(ray_tmp in part for part in (p.info["cmdline"] or [])):
+                p.kill()
+        except psutil.Error:
+            pass
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_gives_identical_output(ray_session, big_corpus, uninterrupted, tmp_path):
+    out = tmp_path / "run"
+    ray_tmp = tempfile.mkdtemp(prefix="sp-kill-", dir="/tmp")
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_ADDRESS": ""}
+    cmd = [sys.executable, "-m", "slimpipe.cli", "run", "--preset", "slimpajama", "--input", str(big_corpus),
+           "--output", str(out), *[a for s in SETS for a in ("--set", s)]]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            done = list((out / "_work" / "chunks").glob("*.json")) if (out / "_work" / "chunks").exists() else []
+            if len(done) >= 10:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before it could be killed"
+    finally:
+        _kill_tree_started_by(proc, ray_tmp)
+    plan = json.loads((out / "_work" / "plan.json").read_text())
+    finished = len(list((out / "_work" / "chunks").glob("*.json")))
+    assert 10 <= finished < len(plan["chunks"])
+    assert not (out / "stats.json").exists()
+
+    stats = run(resolve("slimpajama", None, SETS, [str(big_corpus)], str(out)))
+    assert stats["resumed"]
+    stage = json.loads((out / "run.json").read_text())["stages"]["read_clean_filter"]
+    assert stage["reused"] >= 1
+    assert outputs(out) == uninterrupted
+
+
+def test_crash_inside_dedup_resumes_the_missing_partitions(ray_session, big_corpus, uninterrupted, tmp_path):
+    """A run that died after some partitions were written: only the rest are redone."""
+    out = tmp_path / "run"
+    config = resolve("slimpajama", None, SETS, [str(big_corpus)], str(out))
+    run(config)
+    state = json.loads((out / "run.json").read_text())
+    assert state["stages"]["exact_dedup"]["partitions"] > 2
+    # Undo partition 1 as a crash would have left it: marker and shards gone, stage not done.
+    (out / "_work" / "partitions" / "00001.json").unlink()
+    for f in (out / "documents").glob("part-00001-*.parquet"):
+        f.unlink()
+    (out / "documents" / "_manifest.json").unlink()
+    state["stages"]["exact_dedup"].pop("status")
+    (out / "run.json").write_text(json.dumps(state))
+    kept = {p: p.stat().st_mtime_ns for p in (out / "documents").glob("part-00000-*.parquet")}
+    run(config)
+    assert {p: p.stat().st_mtime_ns for p in (out / "documents").glob("part-00000-*.parquet")} == kept
+    assert outputs(out) == uninterrupted
