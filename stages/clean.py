@@ -1,46 +1,66 @@
 """Clean stage: repair text the way SlimPajama did (ftfy, NFC), then normalise layout: line
 endings, control characters other than newline and tab, trailing spaces, runs of blank lines.
 
-ftfy is the slow part (about 4 MB/s per core), and most web text is lines it provably leaves
-alone or only uncurls quotes in. `fix_text` below reproduces `ftfy.fix_text` segment by segment
-and hands ftfy only the segments that contain something else; tests show the two agree.
+ftfy is the slow part (about 3 MB/s per core). It works line by line, and on a line its work
+is gated: the mojibake decoder runs only where its heuristic `is_bad` fires; the other fixers
+act only on characters of their own (C1 and other controls, ligatures, width forms, line
+breaks, escapes, surrogates, curly quotes, HTML entities); normalisation only changes text
+that is not yet normalised. `fix_text` below checks those gates with ftfy's own tables and
+functions, and runs ftfy's whole loop only on the lines where one of them opens; elsewhere the
+only possible change is uncurling quotes, done by ftfy's own `uncurl_quotes`. Tests show the
+result equals `ftfy.fix_text` exactly.
 """
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import ftfy
-from ftfy.fixes import unescape_html
 import pyarrow as pa
 import pyarrow.compute as pc
+from ftfy.badness import is_bad
+from ftfy.chardata import CONTROL_CHARS, LIGATURES, WIDTH_MAP
+from ftfy.fixes import uncurl_quotes, unescape_html
 
-# Characters no ftfy fixer touches when a segment consists of nothing else: printable ASCII
-# without "&" (HTML entities), plus tab and newline.
+# Printable ASCII without "&", plus tab and newline: no ftfy fixer touches a line of these.
 _FTFY_MAY_CHANGE = re.compile(r"[^\t\n\x20-\x25\x27-\x7e]")
-# Add "&" that starts no entity, curly quotes, dashes and the ellipsis, and ftfy's only change is
-# uncurling the quotes: none of ftfy's mojibake patterns can match a string made of these
-# characters alone (checked exhaustively up to length 3, and to length 5 over a representative
-# alphabet, in tests/test_clean.py), and NFC and NFD leave them as they are (NFKC would not:
-# it expands "…").
-_FTFY_ONLY_UNCURLS = re.compile(r"[^\t\n\x20-\x7e\u2018\u2019\u201c\u201d\u2013\u2014\u2026]")
+# Add curly quotes, dashes and the ellipsis: ftfy's mojibake heuristic cannot fire on a line of
+# these alone (checked exhaustively up to length 3, and to length 5 over a representative
+# alphabet, in tests/test_clean.py), so the costly `is_bad` call is not needed to know it.
+_QUOTES_DASHES = re.compile(r"[^\t\n\x20-\x7e\u2018\u2019\u201c\u201d\u2013\u2014\u2026]")
+# Characters that one of ftfy's simple fixers acts on (uncurling quotes aside).
+_FIXER_CHARS = re.compile(
+    "["
+    + "".join(re.escape(chr(c)) for c in sorted(set(CONTROL_CHARS) | set(LIGATURES) | set(WIDTH_MAP)))
+    + "\r\x1b\x80-\x9f\u2028\u2029\ud800-\udfff]"
+)
+_FIXERS = ("remove_terminal_escapes", "fix_encoding", "restore_byte_a0", "replace_lossy_sequences",
+           "decode_inconsistent_utf8", "fix_c1_controls", "fix_latin_ligatures", "fix_character_width",
+           "uncurl_quotes", "fix_line_breaks", "fix_surrogates", "remove_control_chars")
 
 
-def _uncurl(text: str) -> str:
-    # str.replace runs at memory speed; str.translate with a mapping does not (~15 MB/s).
-    for curly, straight in (("\u2018", "'"), ("\u2019", "'"), ("\u201c", '"'), ("\u201d", '"')):
-        if curly in text:
-            text = text.replace(curly, straight)
-    return text
+def _gates_apply(config: ftfy.TextFixerConfig) -> bool:
+    """The gate reasoning holds for ftfy's default fixers (any normalisation)."""
+    return not config.explain and all(getattr(config, name) for name in _FIXERS)
 
 
-def _fix_segment(segment: str, config: ftfy.TextFixerConfig, uncurl_only: bool) -> str:
+def _only_uncurls(segment: str, config: ftfy.TextFixerConfig) -> bool:
+    """True when ftfy would do nothing to this line but uncurl its quotes."""
+    if _FIXER_CHARS.search(segment):
+        return False
+    if "&" in segment and config.unescape_html and not (
+            config.unescape_html == "auto" and "<" in segment) and unescape_html(segment) != segment:
+        return False
+    if config.normalization and not unicodedata.is_normalized(config.normalization, segment):
+        return False
+    return not _QUOTES_DASHES.search(segment) or not is_bad(segment)
+
+
+def _fix_segment(segment: str, config: ftfy.TextFixerConfig, gated: bool) -> str:
     if not _FTFY_MAY_CHANGE.search(segment):
         return segment
-    if uncurl_only and not _FTFY_ONLY_UNCURLS.search(segment):
-        unescapes = "&" in segment and config.unescape_html and not (
-            config.unescape_html == "auto" and "<" in segment)
-        if not unescapes or unescape_html(segment) == segment:
-            return _uncurl(segment)
+    if gated and _only_uncurls(segment, config):
+        return uncurl_quotes(segment)
     return ftfy.fix_and_explain(segment, config)[0]
 
 
@@ -50,13 +70,14 @@ _CONTROL_OR_CR = re.compile(r"[\r\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def fix_text(text: str, config: ftfy.TextFixerConfig) -> str:
-    """Exactly `ftfy.fix_text(text, config)`, running ftfy only on segments (lines) where it may
-    do more than uncurl quotes."""
+    """Exactly `ftfy.fix_text(text, config)`, running ftfy's loop only on the lines whose gates
+    open."""
     if not _FTFY_MAY_CHANGE.search(text):
         return text
-    uncurl_only = config.uncurl_quotes and config.normalization in ("NFC", "NFD", None)
-    if uncurl_only and "&" not in text and not _FTFY_ONLY_UNCURLS.search(text):
-        return _uncurl(text)
+    gated = _gates_apply(config)
+    if gated and "&" not in text and not _QUOTES_DASHES.search(text) and (
+            not config.normalization or unicodedata.is_normalized(config.normalization, text)):
+        return uncurl_quotes(text)  # the common case: quotes and dashes in ASCII text
     out = []
     pos = 0
     n = len(text)
@@ -68,7 +89,7 @@ def fix_text(text: str, config: ftfy.TextFixerConfig) -> str:
         # ftfy stops unescaping HTML for the rest of the text at the first segment with a "<".
         if config.unescape_html == "auto" and "<" in segment:
             config = config._replace(unescape_html=False)
-        out.append(_fix_segment(segment, config, uncurl_only))
+        out.append(_fix_segment(segment, config, gated))
         pos = brk
     return "".join(out)
 

@@ -46,7 +46,6 @@ class BatchBuilder:
         self.chunk = chunk
         self.cfg = read_cfg
         self.batch_bytes = read_cfg["batch_bytes"]
-        self.rows_total = 0
         self._reset()
 
     def _reset(self):
@@ -73,27 +72,22 @@ class BatchBuilder:
         c["utf8_repaired"].append(repaired)
         c["reject_reason"].append(reason)
         c["reject_detail"].append(detail)
-        self.size += nbytes + (len(raw) if raw else 0)
-        self.rows_total += 1
+        self.size += nbytes
 
     def reject(self, line, reason, detail, raw=None, repaired=False):
-        self._add(line, raw=raw, reason=reason, detail=detail, repaired=repaired)
+        self._add(line, raw=raw, nbytes=len(raw) if raw else 0, reason=reason, detail=detail,
+                  repaired=repaired)
 
-    def add_record(self, line: int, obj, raw: bytes, repaired: bool):
-        raw = raw or _to_json(obj).encode()  # Parquet rows: keep the record itself as the evidence
-        if not isinstance(obj, dict):
-            return self.reject(line, "not_an_object", f"a JSON {type(obj).__name__}", raw, repaired)
+    def add_record(self, line: int, obj, raw: bytes | None, repaired: bool):
+        """One decoded record; `raw` is its input line (None for Parquet rows, where a rejected
+        row keeps the record itself, as JSON, for evidence)."""
+        problem = _record_problem(obj, self.cfg["text_field"])
+        if problem:
+            evidence = raw if raw is not None else _to_json(obj).encode()
+            return self.reject(line, *problem, evidence, repaired)
         cfg = self.cfg
         text_field = cfg["text_field"]
-        if text_field not in obj:
-            return self.reject(line, "missing_text", f"no field {text_field!r}", raw, repaired)
         text = obj[text_field]
-        if text is None:
-            return self.reject(line, "null_text", f"{text_field!r} is null", raw, repaired)
-        if not isinstance(text, str):
-            return self.reject(
-                line, "text_not_string", f"{text_field!r} is a {type(text).__name__}", raw, repaired
-            )
         text, fixed = repair_surrogates(text)
         repaired |= fixed
         special = {text_field, cfg.get("id_field"), cfg.get("url_field")}
@@ -144,6 +138,20 @@ class BatchBuilder:
         )
         self._reset()
         return table
+
+
+def _record_problem(obj, text_field: str) -> tuple[str, str] | None:
+    """(reason, detail) when a decoded record has no usable text."""
+    if not isinstance(obj, dict):
+        return "not_an_object", f"a JSON {type(obj).__name__}"
+    if text_field not in obj:
+        return "missing_text", f"no field {text_field!r}"
+    text = obj[text_field]
+    if text is None:
+        return "null_text", f"{text_field!r} is null"
+    if not isinstance(text, str):
+        return "text_not_string", f"{text_field!r} is a {type(text).__name__}"
+    return None
 
 
 def _clean_str(value) -> str | None:
@@ -347,7 +355,7 @@ def read_parquet_chunk(chunk: Chunk, read_cfg: dict) -> Iterator[pa.Table]:
         yield batch.flush()
 
 
-def _rows_with_bytes_text(rb: pa.RecordBatch, text_field: str) -> Iterator[tuple[dict, bytes, bool]]:
+def _rows_with_bytes_text(rb: pa.RecordBatch, text_field: str) -> Iterator[tuple[dict, None, bool]]:
     """Rows as dicts. The text column is decoded here, so invalid UTF-8 is repaired, not fatal."""
     columns = {}
     for name, col in zip(rb.schema.names, rb.columns):
@@ -363,7 +371,7 @@ def _rows_with_bytes_text(rb: pa.RecordBatch, text_field: str) -> Iterator[tuple
                 obj[text_field] = texts[i].decode("utf-8")
             except UnicodeDecodeError:
                 obj[text_field], repaired = texts[i].decode("utf-8", "replace"), True
-        yield obj, b"", repaired
+        yield obj, None, repaired
 
 
 # --- Ray datasource ------------------------------------------------------------------------------
