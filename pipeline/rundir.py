@@ -138,14 +138,31 @@ class RunDir:
                 out[info.path] = int(m.group(4))
         return out
 
-    # --- dedup partitions -------------------------------------------------------------------
+    def kept_parts_in_order(self, chunks: list[Chunk]) -> list[tuple[str, str, int]]:
+        """(chunk, part path, text bytes) for every part with kept rows, in input order."""
+        rank = {c.key: i for i, c in enumerate(chunks)}
+        parts = []
+        for path, nbytes in self.kept_parts().items():
+            chunk, name = path.rsplit("/", 2)[-2:]
+            parts.append((rank[chunk], int(_PART.match(name).group(1)), chunk, path, nbytes))
+        return [(chunk, path, nbytes) for _, _, chunk, path, nbytes in sorted(parts)]
 
-    def done_partitions(self) -> dict[int, dict]:
+    def kept_rows(self) -> int:
+        return sum(int(_PART.match(p.rsplit("/", 1)[1]).group(3)) for p in self.kept_parts())
+
+    # --- documents shards -------------------------------------------------------------------
+
+    def done_shards(self) -> dict[int, dict]:
         out = {}
-        for info in list_files(self.fs, join(self.work, "partitions")):
+        for info in list_files(self.fs, join(self.work, "shards")):
             if info.base_name.endswith(".json"):
                 out[int(info.base_name[:-5])] = read_json(self.fs, info.path)
         return out
+
+    def clear(self, *sub: str) -> None:
+        path = join(self.path, *sub)
+        if exists(self.fs, path):
+            self.fs.delete_dir(path)
 
     def files(self, sub: str) -> list[str]:
         return [i.path for i in list_files(self.fs, join(self.path, sub)) if i.base_name.endswith(".parquet")]

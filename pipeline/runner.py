@@ -1,11 +1,13 @@
 """Runs the stages on Ray in order, resuming from what the run directory already holds:
 
-    read -> clean -> normalise -> filter -> parts      (streaming, one fused task per chunk)
-    parts -> shuffle on text hash -> exact dedup -> documents + duplicates shards
-    outputs -> statistics (Ray aggregations) -> stats.json, report.html, manifest
+    read -> clean -> normalise -> filter -> parts   (streaming, one fused task per chunk)
+    index of parts -> shuffle on text hash -> duplicates, and per chunk the lines they hold
+    parts minus duplicate lines -> documents shards (streamed, in input order)
+    outputs -> statistics (Ray tasks aggregating files) -> stats.json, report.html
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -18,13 +20,14 @@ import ray
 from slimpipe import inputs as inputs_mod
 from slimpipe.rundir import RunDir
 from slimpipe.stages.clean import Cleaner
-from slimpipe.stages.exact_dedup import add_partition, dedup_partition
+from slimpipe.stages.exact_dedup import INDEX_COLUMNS, add_partition, find_duplicates
 from slimpipe.stages.filter import FilterStage
 from slimpipe.stages.normalize import Normalizer
 from slimpipe.stages.read import read_dataset
-from slimpipe.stages.write import PartWriter, write_shards
+from slimpipe.stages.write import PartWriter, plan_shards, write_document_shard
 from slimpipe.stats import collect_stats, write_reports
-from slimpipe.storage import join, read_parquet_files, resolve, write_json_atomic, write_parquet_atomic
+from slimpipe.storage import (exists, join, read_json, read_parquet_files, resolve, write_json_atomic,
+                              write_parquet_atomic)
 
 log = logging.getLogger("slimpipe")
 
@@ -76,34 +79,35 @@ def _write_parts(table: pa.Table, run_uri: str, work_uri: str, level: int) -> pa
     return PartWriter(run_uri, work_uri, level)(table)
 
 
-def _partition(table: pa.Table, partitions: int, skip: list[int]) -> pa.Table:
-    table = add_partition(table, partitions)
-    if skip:
-        table = table.filter(pc.invert(pc.is_in(table["partition"], pa.array(skip, pa.int64()))))
-    return table
+def _index_partition(table: pa.Table, partitions: int) -> pa.Table:
+    return add_partition(table.select(INDEX_COLUMNS), partitions)
 
 
-def _dedup_and_write(table: pa.Table, run_uri: str, work_uri: str, dedup: bool,
-                     shard_bytes: int, level: int) -> pa.Table:
-    """One hash partition: pick survivors, write its duplicates and documents shards, then mark
-    it done (last, so a partition is either wholly written or redone)."""
-    partition = int(table["partition"][0].as_py())
-    if dedup:
-        survivors, duplicates = dedup_partition(table)
-    else:
-        survivors = table.take(pc.sort_indices(table, [("file", "ascending"), ("line", "ascending")]))
-        duplicates = None
-    fs, run = resolve(run_uri)
-    dup_info = None
-    if duplicates is not None and duplicates.num_rows:
-        dup_info = write_parquet_atomic(fs, join(run, "duplicates", f"part-{partition:05d}.parquet"),
-                                        duplicates, level)
-    shards = write_shards(survivors, partition, run_uri, shard_bytes, level)
-    _, work = resolve(work_uri)
-    write_json_atomic(fs, join(work, "partitions", f"{partition:05d}.json"),
-                      {"shards": shards, "duplicates": dup_info})
-    return pa.table({"partition": [partition], "documents": [survivors.num_rows],
-                     "duplicates": [0 if duplicates is None else duplicates.num_rows]})
+def _duplicates_of_partition(index: pa.Table, run_uri: str, level: int) -> pa.Table:
+    """One hash partition of the index: write its duplicates; hand on (chunk, line) of each."""
+    partition = int(index["partition"][0].as_py())
+    dups = find_duplicates(index)
+    if dups.num_rows:
+        fs, run = resolve(run_uri)
+        write_parquet_atomic(fs, join(run, "duplicates", f"part-{partition:05d}.parquet"),
+                             dups.drop_columns(["chunk"]), level)
+    return dups.select(["chunk", "line"])
+
+
+def _write_dupset(lines: pa.Table, work_uri: str) -> pa.Table:
+    """The duplicate lines of one chunk, for the documents writer to leave out."""
+    chunk = lines["chunk"][0].as_py()
+    fs, work = resolve(work_uri)
+    write_parquet_atomic(fs, join(work, "dupsets", f"{chunk}.parquet"), lines.select(["line"]).sort_by("line"))
+    return pa.table({"chunk": [chunk], "duplicates": [lines.num_rows]})
+
+
+def _write_shard(row: dict, run_uri: str, work_uri: str, level: int) -> dict:
+    shard = json.loads(row["shard"])
+    entry = write_document_shard(shard, run_uri, work_uri, level)
+    fs, work = resolve(work_uri)
+    write_json_atomic(fs, join(work, "shards", f"{shard['index']:05d}.json"), entry)
+    return {"index": shard["index"], "rows": entry["rows"]}
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -124,7 +128,10 @@ def run(config: dict) -> dict:
         timings["read_clean_filter"] = time.time() - t
         t = time.time()
         _stage_dedup(rd, config)
-        timings["exact_dedup_write"] = time.time() - t
+        timings["exact_dedup"] = time.time() - t
+        t = time.time()
+        _stage_write(rd, chunks, config)
+        timings["write"] = time.time() - t
         t = time.time()
         stats = collect_stats(rd, chunks)
         stats["resumed"] = resumed
@@ -178,39 +185,56 @@ def _stage_filter(rd: RunDir, chunks, config) -> None:
     rd.set_stage("read_clean_filter", status="done")
 
 
+def _reducers(partitions: int) -> int:
+    return max(1, min(partitions, int(ray.cluster_resources().get("CPU", 1))))
+
+
 def _stage_dedup(rd: RunDir, config) -> None:
-    kept_parts = rd.kept_parts()
-    parts = sorted(kept_parts)
-    stage = rd.state["stages"].get("exact_dedup", {})
-    if stage.get("status") == "done":
+    """Find exact duplicates with a shuffle of the narrow index; all or nothing on resume."""
+    if rd.state["stages"].get("exact_dedup", {}).get("status") == "done":
         return
-    if "partitions" not in stage:
-        kept_bytes = sum(kept_parts.values())
-        partitions = max(1, math.ceil(kept_bytes / config["output"]["shard_bytes"]))
-        rd.set_stage("exact_dedup", partitions=partitions, kept_bytes=int(kept_bytes))
-        stage = rd.state["stages"]["exact_dedup"]
-    partitions = stage["partitions"]
-    done = sorted(rd.done_partitions())
-    if parts and len(done) < partitions:
-        ds = read_parquet_files(rd.uri_of(), parts)
-        ds = ds.map_batches(_partition, fn_kwargs={"partitions": partitions, "skip": done},
-                            batch_format="pyarrow", batch_size=None)
-        reducers = max(1, min(partitions, int(ray.cluster_resources().get("CPU", 1))))
-        ds = ds.groupby("partition", num_partitions=reducers).map_groups(
-            _dedup_and_write,
-            fn_kwargs={"run_uri": rd.uri_of(), "work_uri": rd.uri_of("_work"),
-                       "dedup": config["dedup"]["exact"]["enabled"],
-                       "shard_bytes": config["output"]["shard_bytes"],
-                       "level": config["output"]["compression_level"]},
-            batch_format="pyarrow",
-        )
+    rd.clear("duplicates")
+    rd.clear("_work", "dupsets")
+    parts = sorted(rd.kept_parts())
+    if not config["dedup"]["exact"]["enabled"] or not parts:
+        rd.set_stage("exact_dedup", status="done", partitions=0)
+        return
+    # Bound each reducer's share of the index to about a million rows (~100 MB).
+    partitions = max(1, math.ceil(rd.kept_rows() / 1_000_000))
+    level = config["output"]["compression_level"]
+    ds = read_parquet_files(rd.uri_of(), parts, columns=INDEX_COLUMNS)
+    ds = ds.map_batches(_index_partition, fn_kwargs={"partitions": partitions},
+                        batch_format="pyarrow", batch_size=None)
+    ds = ds.groupby("partition", num_partitions=_reducers(partitions)).map_groups(
+        _duplicates_of_partition, fn_kwargs={"run_uri": rd.uri_of(), "level": level},
+        batch_format="pyarrow")
+    ds = ds.groupby("chunk", num_partitions=_reducers(partitions)).map_groups(
+        _write_dupset, fn_kwargs={"work_uri": rd.uri_of("_work")}, batch_format="pyarrow")
+    for _ in ds.iter_batches(batch_size=None):
+        pass
+    rd.set_stage("exact_dedup", status="done", partitions=partitions)
+
+
+def _stage_write(rd: RunDir, chunks, config) -> None:
+    """Stream kept parts, minus duplicates, into documents shards; finished shards are reused."""
+    plan_path = join(rd.work, "shards.json")
+    if exists(rd.fs, plan_path):
+        shards = read_json(rd.fs, plan_path)["shards"]
+    else:
+        shards = plan_shards(rd.kept_parts_in_order(chunks), config["output"]["shard_bytes"])
+        write_json_atomic(rd.fs, plan_path, {"shards": shards})
+    done = rd.done_shards()
+    todo = [s for s in shards if s["index"] not in done]
+    rd.set_stage("write", shards=len(shards), reused=len(done), todo=len(todo))
+    if todo:
+        ds = ray.data.from_items([{"shard": json.dumps(s)} for s in todo], override_num_blocks=len(todo))
+        ds = ds.map(_write_shard, fn_kwargs={"run_uri": rd.uri_of(), "work_uri": rd.uri_of("_work"),
+                                              "level": config["output"]["compression_level"]})
         for _ in ds.iter_batches(batch_size=None):
             pass
-    rd.set_stage("exact_dedup", status="done")
-    entries = [s for p in sorted(rd.done_partitions().values(), key=lambda d: d["shards"][0]["file"])
-               for s in p["shards"]]
+    done = rd.done_shards()
+    entries = [done[s["index"]] for s in shards]
     write_json_atomic(rd.fs, join(rd.path, "documents", "_manifest.json"),
                       {"shards": entries, "rows": sum(e["rows"] for e in entries),
                        "text_bytes": sum(e["text_bytes"] for e in entries)})
-
-
+    rd.set_stage("write", status="done")

@@ -88,30 +88,32 @@ class ParquetFiles(Datasource):
     is known, so none of the listing and sampling that ray.data.read_parquet does up front (it
     takes seconds for a few hundred files)."""
 
-    def __init__(self, uri: str, paths: list[str], files_per_task: int = 8):
+    def __init__(self, uri: str, paths: list[str], columns: list[str] | None = None,
+                 files_per_task: int = 8):
         self.uri = uri
+        self.columns = columns
         self.groups = [paths[i : i + files_per_task] for i in range(0, len(paths), files_per_task)]
 
     def estimate_inmemory_data_size(self):
         return None
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit=None, data_context=None):
-        return [ReadTask(_parquet_reader(self.uri, group),
+        return [ReadTask(_parquet_reader(self.uri, group, self.columns),
                          BlockMetadata(num_rows=None, size_bytes=None, input_files=group, exec_stats=None))
                 for group in self.groups]
 
 
-def _parquet_reader(uri: str, paths: list[str]):
+def _parquet_reader(uri: str, paths: list[str], columns: list[str] | None):
     def read():
         fs, _ = resolve(uri)
         for path in paths:
-            yield pq.read_table(path, filesystem=fs)
+            yield pq.read_table(path, filesystem=fs, columns=columns)
 
     return read
 
 
-def read_parquet_files(uri: str, paths: list[str]):
+def read_parquet_files(uri: str, paths: list[str], columns: list[str] | None = None):
     import ray.data
 
-    source = ParquetFiles(uri, paths)
+    source = ParquetFiles(uri, paths, columns)
     return ray.data.read_datasource(source, override_num_blocks=len(source.groups))

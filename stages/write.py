@@ -4,16 +4,21 @@
   WORK/filtered/CHUNK/LINE-ROWS-KEPT-BYTES.parquet (the KEPT rows, BYTES of text, that go on to
   dedup) and RUN/rejected/CHUNK-LINE.parquet (the rows dropped so far). ROWS counts both, so a
   resumed run can tell a complete chunk from a half-written one without opening a file.
-- Shards: kept documents as RUN/documents/part-PPPPP-KKK.parquet, zstd, about `shard_bytes` of
-  text each, with rows, bytes and sha256 in the manifest.
+- Shards: consecutive parts, in input order, are streamed into RUN/documents/part-NNNNN.parquet
+  of about `shard_bytes` of text each, leaving out the duplicates' lines; a shard's rows, bytes
+  and sha256 go to the manifest. Memory is one part at a time, whatever the shard size.
 """
 from __future__ import annotations
 
+import hashlib
+import uuid
+
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from slimpipe.schemas import DOCUMENT, RECORD, REJECTED
-from slimpipe.storage import join, resolve, write_parquet_atomic
+from slimpipe.storage import exists, join, resolve, write_parquet_atomic
 
 PART_COLUMNS = [f.name for f in RECORD if f.name not in
                 ("raw", "reject_stage", "reject_reason", "reject_value", "reject_detail")]
@@ -71,24 +76,72 @@ class PartWriter:
         return pa.table({"chunk": pa.array(chunks, pa.string()), "rows": pa.array(rows, pa.int64())})
 
 
-def write_shards(documents: pa.Table, partition: int, run_uri: str, shard_bytes: int,
-                 compression_level: int) -> list[dict]:
-    """Write one partition's documents as shards of about `shard_bytes` of text, in order."""
+def plan_shards(parts: list[tuple[str, str, int]], shard_bytes: int) -> list[dict]:
+    """Group (chunk, part path, text bytes) in input order into shards of about shard_bytes."""
+    shards, current, size = [], [], 0
+    for chunk, path, nbytes in parts:
+        current.append([chunk, path])
+        size += nbytes
+        if size >= shard_bytes:
+            shards.append({"index": len(shards), "parts": current})
+            current, size = [], 0
+    if current:
+        shards.append({"index": len(shards), "parts": current})
+    return shards
+
+
+class _HashingStream:
+    """A write-only file object that hashes what passes through it."""
+
+    def __init__(self, out):
+        self.out = out
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self.out.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.out.close()
+            self.closed = True
+
+
+def write_document_shard(shard: dict, run_uri: str, work_uri: str, compression_level: int) -> dict:
+    """Stream one shard's parts into RUN/documents/part-NNNNN.parquet, without the lines listed
+    in WORK/dupsets/CHUNK.parquet; atomic. Returns the manifest entry."""
     fs, run = resolve(run_uri)
-    documents = documents.select(DOCUMENT.names).cast(DOCUMENT)
-    sizes = pc.binary_length(documents["text"]).to_numpy(zero_copy_only=False)
-    bounds, acc, start = [], 0, 0
-    for i, size in enumerate(sizes):
-        acc += int(size)
-        if acc >= shard_bytes:
-            bounds.append((start, i + 1))
-            start, acc = i + 1, 0
-    if start < len(sizes) or not bounds:
-        bounds.append((start, len(sizes)))
-    entries = []
-    for k, (lo, hi) in enumerate(bounds):
-        name = f"part-{partition:05d}-{k:03d}.parquet"
-        piece = documents.slice(lo, hi - lo)
-        info = write_parquet_atomic(fs, join(run, "documents", name), piece, compression_level)
-        entries.append({"file": f"documents/{name}", "text_bytes": int(sizes[lo:hi].sum()), **info})
-    return entries
+    _, work = resolve(work_uri)
+    name = f"part-{shard['index']:05d}.parquet"
+    path = join(run, "documents", name)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    fs.create_dir(join(run, "documents"), recursive=True)
+    stream = _HashingStream(fs.open_output_stream(tmp))
+    rows = text_bytes = 0
+    dupsets: dict[str, pa.Array | None] = {}
+    with pq.ParquetWriter(stream, DOCUMENT, compression="zstd", compression_level=compression_level) as writer:
+        for chunk, part in shard["parts"]:
+            table = pq.read_table(part, filesystem=fs, columns=DOCUMENT.names)
+            if chunk not in dupsets:
+                dup_path = join(work, "dupsets", f"{chunk}.parquet")
+                dupsets[chunk] = (pq.read_table(dup_path, filesystem=fs)["line"]
+                                  if exists(fs, dup_path) else None)
+            if dupsets[chunk] is not None:
+                table = table.filter(pc.invert(pc.is_in(table["line"], dupsets[chunk])))
+            if table.num_rows:
+                writer.write_table(table.cast(DOCUMENT), row_group_size=16384)
+            rows += table.num_rows
+            text_bytes += pc.sum(pc.binary_length(table["text"])).as_py() or 0
+    stream.close()
+    fs.move(tmp, path)
+    return {"file": f"documents/{name}", "rows": rows, "text_bytes": text_bytes,
+            "bytes": stream.size, "sha256": stream.sha.hexdigest()}

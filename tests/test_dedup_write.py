@@ -4,9 +4,9 @@ import random
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from slimpipe.stages.exact_dedup import add_partition, dedup_partition
+from slimpipe.stages.exact_dedup import add_partition, find_duplicates
 from slimpipe.stages.normalize import text_hash
-from slimpipe.stages.write import write_shards
+from slimpipe.stages.write import plan_shards, write_document_shard
 
 
 def _kept(rows):
@@ -18,6 +18,7 @@ def _kept(rows):
         "meta": pa.nulls(len(rows), pa.string()),
         "file": [r[3] for r in rows],
         "line": pa.array([r[4] for r in rows], pa.int64()),
+        "chunk": [r[3].rsplit("/", 1)[1] for r in rows],
         "bytes_clean": pa.array([len(r[1]) for r in rows], pa.int64()),
         "text_hash": pa.array([text_hash(r[1]) for r in rows], pa.binary(16)),
     })
@@ -38,23 +39,20 @@ def test_first_copy_in_input_order_survives_whatever_the_row_order():
     for seed in range(5):
         rows = list(ROWS)
         random.Random(seed).shuffle(rows)
-        kept, dups = dedup_partition(_kept(rows))
-        results.add((tuple(kept["id"].to_pylist()),
-                     tuple(sorted(zip(dups["id"].to_pylist(), dups["kept_id"].to_pylist())))))
-    assert len(results) == 1
-    kept_ids, pairs = results.pop()
+        dups = find_duplicates(_kept(rows))
+        results.add(tuple(sorted(zip(dups["id"].to_pylist(), dups["kept_id"].to_pylist()))))
     # Survivor is the first copy by (file, line): "/d/web/a.jsonl" sorts before "/d/wiki/...".
-    assert kept_ids == ("b0", "a1", "c0")
-    assert pairs == (("a0", "a1"), ("a2", "a1"), ("b1", "b0"))
+    assert results == {(("a0", "a1"), ("a2", "a1"), ("b1", "b0"))}
 
 
 def test_duplicate_rows_carry_cluster_and_survivor():
-    _, dups = dedup_partition(_kept(ROWS))
+    dups = find_duplicates(_kept(ROWS))
     rows = {r["id"]: r for r in dups.to_pylist()}
     assert rows["a0"]["cluster_id"] == text_hash("alpha text").hex() == rows["a2"]["cluster_id"]
     assert rows["a0"]["kept_source"] == "web" and rows["a0"]["source"] == "wiki"
     assert rows["a0"]["kind"] == "exact" and rows["a0"]["similarity"] == 1.0
     assert rows["b1"]["bytes"] == len("beta text")
+    assert rows["a0"]["chunk"] == "a.jsonl" and rows["a0"]["line"] == 1
 
 
 def test_partitions_are_stable_and_keep_copies_together():
@@ -66,18 +64,30 @@ def test_partitions_are_stable_and_keep_copies_together():
     assert add_partition(_kept(ROWS), 7)["partition"].to_pylist() == t["partition"].to_pylist()
 
 
-def test_shards_split_by_size_with_checksums(tmp_path):
-    rows = [(f"d{i}", f"document number {i} " * 20, "web", "/f", i) for i in range(100)]
-    table = _kept(rows)
-    entries = write_shards(table, 3, str(tmp_path), shard_bytes=4000, compression_level=3)
-    assert len(entries) > 3
-    assert [e["file"] for e in entries] == [f"documents/part-00003-{k:03d}.parquet" for k in range(len(entries))]
-    back = pa.concat_tables(pq.read_table(tmp_path / e["file"]) for e in entries)
-    assert back["id"].to_pylist() == [r[0] for r in rows]
+def test_shards_stream_parts_in_order_without_duplicate_lines(tmp_path):
+    work = tmp_path / "_work"
+    parts = []
+    for c, chunk in enumerate(["c0", "c1"]):
+        for p in range(3):
+            rows = [(f"{chunk}-{p}-{i}", f"document {chunk} {p} {i} " * 20, "web", "/f", 100 * p + i)
+                    for i in range(10)]
+            path = work / "filtered" / chunk / f"{p}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(_kept(rows), path)
+            parts.append((chunk, str(path), sum(len(r[1]) for r in rows)))
+    (work / "dupsets").mkdir()
+    pq.write_table(pa.table({"line": pa.array([3, 101, 205], pa.int64())}), work / "dupsets" / "c1.parquet")
+    shards = plan_shards(parts, shard_bytes=parts[0][2] * 2)
+    assert [len(s["parts"]) for s in shards] == [2, 2, 2]
+    entries = [write_document_shard(s, str(tmp_path), str(work), 3) for s in shards]
+    back = pq.read_table(tmp_path / "documents")
+    expected = [f"{c}-{p}-{i}" for c in ("c0", "c1") for p in range(3) for i in range(10)
+                if not (c == "c1" and 100 * p + i in (3, 101, 205))]
+    assert back["id"].to_pylist() == expected
     assert back.schema.names == ["id", "text", "source", "url", "meta", "file", "line"]
+    assert [e["rows"] for e in entries] == [20, 19, 18]
     for e in entries:
         data = (tmp_path / e["file"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == e["sha256"] and len(data) == e["bytes"]
-        assert e["text_bytes"] <= 4000 + 400
     assert not list(tmp_path.rglob("*.tmp-*"))
     assert pq.ParquetFile(tmp_path / entries[0]["file"]).metadata.row_group(0).column(1).compression == "ZSTD"

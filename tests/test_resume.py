@@ -94,21 +94,36 @@ def test_sigkill_mid_run_then_resume_gives_identical_output(ray_session, big_cor
     assert outputs(out) == uninterrupted
 
 
-def test_crash_inside_dedup_resumes_the_missing_partitions(ray_session, big_corpus, uninterrupted, tmp_path):
-    """A run that died after some partitions were written: only the rest are redone."""
+def test_crash_while_writing_shards_redoes_only_the_missing_ones(ray_session, big_corpus, uninterrupted, tmp_path):
+    """A run that died after some documents shards were written: only the rest are redone."""
     out = tmp_path / "run"
     config = resolve("slimpajama", None, SETS, [str(big_corpus)], str(out))
     run(config)
     state = json.loads((out / "run.json").read_text())
-    assert state["stages"]["exact_dedup"]["partitions"] > 2
-    # Undo partition 1 as a crash would have left it: marker and shards gone, stage not done.
-    (out / "_work" / "partitions" / "00001.json").unlink()
-    for f in (out / "documents").glob("part-00001-*.parquet"):
-        f.unlink()
+    assert state["stages"]["write"]["shards"] > 2
+    # Undo shard 1 as a crash would have left it: no marker, a stray temporary file.
+    (out / "_work" / "shards" / "00001.json").unlink()
+    (out / "documents" / "part-00001.parquet").rename(out / "documents" / "part-00001.parquet.tmp-dead")
     (out / "documents" / "_manifest.json").unlink()
-    state["stages"]["exact_dedup"].pop("status")
+    state["stages"]["write"].pop("status")
     (out / "run.json").write_text(json.dumps(state))
-    kept = {p: p.stat().st_mtime_ns for p in (out / "documents").glob("part-00000-*.parquet")}
+    kept = (out / "documents" / "part-00000.parquet").stat().st_mtime_ns
     run(config)
-    assert {p: p.stat().st_mtime_ns for p in (out / "documents").glob("part-00000-*.parquet")} == kept
+    assert (out / "documents" / "part-00000.parquet").stat().st_mtime_ns == kept
+    assert json.loads((out / "run.json").read_text())["stages"]["write"]["reused"] == state["stages"]["write"]["shards"] - 1
+    assert outputs(out) == uninterrupted
+
+
+def test_crash_inside_dedup_redoes_the_stage(ray_session, big_corpus, uninterrupted, tmp_path):
+    out = tmp_path / "run"
+    config = resolve("slimpajama", None, SETS, [str(big_corpus)], str(out))
+    run(config)
+    state = json.loads((out / "run.json").read_text())
+    for name in ("write", "exact_dedup"):
+        state["stages"][name].pop("status")
+    (out / "run.json").write_text(json.dumps(state))
+    for f in list((out / "_work" / "dupsets").glob("*.parquet"))[:2] + list((out / "_work" / "shards").glob("*.json")):
+        f.unlink()
+    (out / "duplicates" / "part-00000.parquet").write_bytes(b"half a file")
+    run(config)
     assert outputs(out) == uninterrupted
