@@ -40,11 +40,12 @@ from make_corpus import build  # noqa: E402
 from slimpipe.config import load_preset  # noqa: E402
 from slimpipe.inputs import discover, plan_chunks  # noqa: E402
 from slimpipe.stages.clean import Cleaner  # noqa: E402
-from slimpipe.stages.exact_dedup import dedup_partition  # noqa: E402
+from slimpipe.rundir import RunDir  # noqa: E402
+from slimpipe.stages.exact_dedup import INDEX_COLUMNS, find_duplicates  # noqa: E402
 from slimpipe.stages.filter import FilterStage  # noqa: E402
 from slimpipe.stages.normalize import Normalizer  # noqa: E402
 from slimpipe.stages.read import read_chunk  # noqa: E402
-from slimpipe.stages.write import PART_COLUMNS, write_shards  # noqa: E402
+from slimpipe.stages.write import PartWriter, plan_shards, write_document_shard  # noqa: E402
 
 OUT = Path(__file__).parent / "out"
 
@@ -65,10 +66,23 @@ def stage_throughput(corpus: Path, text_mb: float) -> dict:
     cleaner, normalizer, filters = Cleaner(cfg["clean"]), Normalizer(), FilterStage(cfg["filters"])
     tables = timed("clean", lambda: [cleaner(t) for t in tables])
     tables = timed("normalise+length filter", lambda: [filters(normalizer(t)) for t in tables])
-    kept = pa.concat_tables(t.filter(pc.is_null(t["reject_stage"])).select(PART_COLUMNS) for t in tables)
-    survivors, _ = timed("exact dedup", lambda: dedup_partition(kept))
-    with tempfile.TemporaryDirectory() as tmp:
-        timed("write shards", lambda: write_shards(survivors, 0, tmp, 128 << 20, 3))
+    with tempfile.TemporaryDirectory(dir=OUT) as tmp:
+        work = f"{tmp}/_work"
+        writer = PartWriter(tmp, work, 3)
+        timed("write parts", lambda: [writer(t) for t in tables])
+        rd = RunDir(tmp)
+
+        def dedup():
+            index = pa.concat_tables(pq.read_table(p, columns=INDEX_COLUMNS) for p in rd.kept_parts())
+            dups = find_duplicates(index)
+            for chunk in pc.unique(dups["chunk"]).to_pylist():
+                lines = dups.filter(pc.equal(dups["chunk"], chunk)).select(["line"])
+                Path(f"{work}/dupsets").mkdir(exist_ok=True)
+                pq.write_table(lines, f"{work}/dupsets/{chunk}.parquet")
+
+        timed("exact dedup", dedup)
+        shards = plan_shards(rd.kept_parts_in_order(chunks), 128 << 20)
+        timed("write shards", lambda: [write_document_shard(s, tmp, work, 3) for s in shards])
     result = {k: {"seconds": round(v, 3), "mb_s_per_core": round(text_mb / v, 2)} for k, v in times.items()}
     total = sum(times.values())
     result["all stages, one core"] = {"seconds": round(total, 3), "mb_s_per_core": round(text_mb / total, 2)}

@@ -168,6 +168,11 @@ def _stage_filter(rd: RunDir, chunks, config) -> None:
     if not todo:
         return
     log.info("read/clean/filter: %d chunks to do, %d reused", len(todo), len(done))
+    # Ray merges what a read task yields into blocks of up to target_max_block_size (128 MiB by
+    # default) before the fused stages see them; keep blocks near the configured batch size so a
+    # task's memory does not grow with the size of its input file.
+    ctx = ray.data.DataContext.get_current()
+    ctx.target_max_block_size = 2 * config["input"]["batch_bytes"]
     ds = read_dataset(todo, config["input"], rd.uri_of("_work"))
     common = dict(batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
     ds = ds.map_batches(_clean, fn_kwargs={"clean_cfg": config["clean"]}, **common)

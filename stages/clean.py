@@ -18,50 +18,83 @@ import unicodedata
 import ftfy
 import pyarrow as pa
 import pyarrow.compute as pc
-from ftfy.badness import is_bad
+from ftfy.badness import BADNESS_RE
 from ftfy.chardata import CONTROL_CHARS, LIGATURES, WIDTH_MAP
-from ftfy.fixes import uncurl_quotes, unescape_html
+from ftfy.fixes import unescape_html
+
+# The regex parser, to read which characters ftfy's mojibake regex names (see below).
+import re._constants as _sre  # noqa: E402
+import re._parser as _sre_parse  # noqa: E402
 
 # Printable ASCII without "&", plus tab and newline: no ftfy fixer touches a line of these.
 _FTFY_MAY_CHANGE = re.compile(r"[^\t\n\x20-\x25\x27-\x7e]")
-# Add curly quotes, dashes and the ellipsis: ftfy's mojibake heuristic cannot fire on a line of
-# these alone (checked exhaustively up to length 3, and to length 5 over a representative
-# alphabet, in tests/test_clean.py), so the costly `is_bad` call is not needed to know it.
-_QUOTES_DASHES = re.compile(r"[^\t\n\x20-\x7e\u2018\u2019\u201c\u201d\u2013\u2014\u2026]")
+# Curly quotes, dashes and the ellipsis: ftfy's mojibake heuristic cannot fire on a line of
+# these and ASCII alone (checked exhaustively up to length 3, and to length 5 over a
+# representative alphabet, in tests/test_clean.py).
+_QUOTES_DASHES = "\u2018\u2019\u201c\u201d\u2013\u2014\u2026"
+
+
+def _mojibake_suspects() -> re.Pattern:
+    """The non-ASCII characters that some element of ftfy's mojibake regex (BADNESS_RE) names,
+    less the quotes and dashes above. Every alternative of that regex needs one of its named
+    non-ASCII characters, so a line without any cannot look like mojibake and `is_bad`, the
+    costly call, can be skipped."""
+    named: set[int] = set()
+
+    def walk(items):
+        for op, av in items:
+            if op is _sre.LITERAL:
+                named.add(av)
+            elif op is _sre.IN and not any(o is _sre.NEGATE for o, _ in av):
+                for o, a in av:
+                    if o is _sre.LITERAL:
+                        named.add(a)
+                    elif o is _sre.RANGE:
+                        named.update(range(a[0], a[1] + 1))
+            elif op is _sre.BRANCH:
+                for alternative in av[1]:
+                    walk(alternative)
+            elif op is _sre.SUBPATTERN:
+                walk(av[3])
+            elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT):
+                walk(av[2])
+
+    walk(_sre_parse.parse(BADNESS_RE.pattern, BADNESS_RE.flags))
+    chars = sorted(chr(c) for c in named if c > 0x7F and chr(c) not in _QUOTES_DASHES)
+    return re.compile("[" + "".join(re.escape(c) for c in chars) + "]")
+
+
+_MOJIBAKE_SUSPECTS = _mojibake_suspects()
+# The longest text a BADNESS_RE match can span (it has no unbounded repeats or lookarounds).
+_MOJIBAKE_WIDTH = _sre_parse.parse(BADNESS_RE.pattern, BADNESS_RE.flags).getwidth()[1]
+
+
+def _looks_bad(segment: str) -> bool:
+    """ftfy's `is_bad(segment)`, searching only the windows around suspect characters: every
+    match holds one, and spans at most _MOJIBAKE_WIDTH characters. (A window's end may only add
+    false alarms, which send the line to ftfy itself.)"""
+    start = end = -1
+    for m in _MOJIBAKE_SUSPECTS.finditer(segment):
+        lo, hi = max(0, m.start() - _MOJIBAKE_WIDTH + 1), m.start() + _MOJIBAKE_WIDTH
+        if lo > end:  # a new window: search the one before it
+            if end > 0 and BADNESS_RE.search(segment, start, end):
+                return True
+            start = lo
+        end = hi
+    return end > 0 and BADNESS_RE.search(segment, start, end) is not None
 # Characters that one of ftfy's simple fixers acts on (uncurling quotes aside).
 _FIXER_CHARS = re.compile(
     "["
     + "".join(re.escape(chr(c)) for c in sorted(set(CONTROL_CHARS) | set(LIGATURES) | set(WIDTH_MAP)))
     + "\r\x1b\x80-\x9f\u2028\u2029\ud800-\udfff]"
 )
+# ftfy's uncurl_quotes (SINGLE_QUOTE_RE, DOUBLE_QUOTE_RE) as plain replacements, which run at
+# memory speed; a test checks them against ftfy.
+_CURLY = (("\u02bc", "'"), ("\u2018", "'"), ("\u2019", "'"), ("\u201a", "'"), ("\u201b", "'"),
+          ("\u201c", '"'), ("\u201d", '"'), ("\u201e", '"'), ("\u201f", '"'))
 _FIXERS = ("remove_terminal_escapes", "fix_encoding", "restore_byte_a0", "replace_lossy_sequences",
            "decode_inconsistent_utf8", "fix_c1_controls", "fix_latin_ligatures", "fix_character_width",
            "uncurl_quotes", "fix_line_breaks", "fix_surrogates", "remove_control_chars")
-
-
-def _gates_apply(config: ftfy.TextFixerConfig) -> bool:
-    """The gate reasoning holds for ftfy's default fixers (any normalisation)."""
-    return not config.explain and all(getattr(config, name) for name in _FIXERS)
-
-
-def _only_uncurls(segment: str, config: ftfy.TextFixerConfig) -> bool:
-    """True when ftfy would do nothing to this line but uncurl its quotes."""
-    if _FIXER_CHARS.search(segment):
-        return False
-    if "&" in segment and config.unescape_html and not (
-            config.unescape_html == "auto" and "<" in segment) and unescape_html(segment) != segment:
-        return False
-    if config.normalization and not unicodedata.is_normalized(config.normalization, segment):
-        return False
-    return not _QUOTES_DASHES.search(segment) or not is_bad(segment)
-
-
-def _fix_segment(segment: str, config: ftfy.TextFixerConfig, gated: bool) -> str:
-    if not _FTFY_MAY_CHANGE.search(segment):
-        return segment
-    if gated and _only_uncurls(segment, config):
-        return uncurl_quotes(segment)
-    return ftfy.fix_and_explain(segment, config)[0]
 
 
 _CR = re.compile(r"\r\n?")
@@ -69,15 +102,50 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _CONTROL_OR_CR = re.compile(r"[\r\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def fix_text(text: str, config: ftfy.TextFixerConfig) -> str:
+def uncurl(text: str) -> str:
+    for curly, straight in _CURLY:
+        if curly in text:
+            text = text.replace(curly, straight)
+    return text
+
+
+def _gates_apply(config: ftfy.TextFixerConfig) -> bool:
+    """The gate reasoning holds for ftfy's default fixers (any normalisation)."""
+    return not config.explain and all(getattr(config, name) for name in _FIXERS)
+
+
+def _only_uncurls(segment: str, config: ftfy.TextFixerConfig, whole_text: bool = False) -> bool:
+    """True when ftfy would do nothing to this text but uncurl its quotes."""
+    if _FIXER_CHARS.search(segment):
+        return False
+    if "&" in segment and (whole_text or config.unescape_html and not (
+            config.unescape_html == "auto" and "<" in segment) and unescape_html(segment) != segment):
+        return False
+    if config.normalization and not unicodedata.is_normalized(config.normalization, segment):
+        return False
+    if not _MOJIBAKE_SUSPECTS.search(segment):
+        return True
+    # The heuristic's patterns can match across lines and "^" means a line's start, so only a
+    # line, never the whole text, may be judged by it.
+    return not whole_text and not _looks_bad(segment)
+
+
+def _fix_segment(segment: str, config: ftfy.TextFixerConfig, gated: bool) -> str:
+    if not _FTFY_MAY_CHANGE.search(segment):
+        return segment
+    if gated and _only_uncurls(segment, config):
+        return uncurl(segment)
+    return ftfy.fix_and_explain(segment, config)[0]
+
+
+def fix_text(text: str, config: ftfy.TextFixerConfig, gated: bool | None = None) -> str:
     """Exactly `ftfy.fix_text(text, config)`, running ftfy's loop only on the lines whose gates
-    open."""
+    open. `gated` (whether the gates hold for this config) may be passed in precomputed."""
     if not _FTFY_MAY_CHANGE.search(text):
         return text
-    gated = _gates_apply(config)
-    if gated and "&" not in text and not _QUOTES_DASHES.search(text) and (
-            not config.normalization or unicodedata.is_normalized(config.normalization, text)):
-        return uncurl_quotes(text)  # the common case: quotes and dashes in ASCII text
+    gated = _gates_apply(config) if gated is None else gated
+    if gated and _only_uncurls(text, config, whole_text=True):
+        return uncurl(text)  # the common case: no line needs ftfy
     out = []
     pos = 0
     n = len(text)
@@ -122,11 +190,12 @@ class Cleaner:
         self.ftfy_config = ftfy.TextFixerConfig(
             normalization=clean_cfg["normalization"], explain=False
         )
+        self.gated = _gates_apply(self.ftfy_config)
         self.max_blank_lines = clean_cfg["max_blank_lines"]
 
     def clean(self, text: str) -> str:
         if self.use_ftfy:
-            text = fix_text(text, self.ftfy_config)
+            text = fix_text(text, self.ftfy_config, self.gated)
         return normalize_layout(text, self.max_blank_lines)
 
     def __call__(self, table: pa.Table) -> pa.Table:

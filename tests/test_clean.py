@@ -85,3 +85,47 @@ def test_cleaner_leaves_rejected_rows_alone_and_counts_changes():
     assert out[1]["text"] == "smart 'quote'" and out[1]["changed_by_clean"] is True
     assert out[1]["bytes_clean"] == len("smart 'quote'")
     assert out[2]["text"] is None and out[2]["bytes_clean"] is None
+
+
+def test_every_mojibake_pattern_needs_a_suspect_character():
+    """The skip of `is_bad` on lines without suspect characters rests on this: each alternative
+    of ftfy's BADNESS_RE has a required element that only non-ASCII characters it names can
+    match, and those are the suspects (or the quotes and dashes shown safe above)."""
+    import re._constants as sre
+    import re._parser as sre_parse
+    from ftfy.badness import BADNESS_RE
+
+    from slimpipe.stages.clean import _MOJIBAKE_SUSPECTS
+
+    def chars_of(op, av):
+        if op is sre.LITERAL:
+            return {av}
+        if op is sre.IN and not any(o is sre.NEGATE for o, _ in av):
+            out = set()
+            for o, a in av:
+                if o is sre.LITERAL:
+                    out.add(a)
+                elif o is sre.RANGE:
+                    out.update(range(a[0], a[1] + 1))
+                else:
+                    return None  # a category such as \w: matches ASCII too
+            return out
+        return None
+
+    (branch, (_, alternatives)), = sre_parse.parse(BADNESS_RE.pattern, BADNESS_RE.flags)
+    assert branch is sre.BRANCH
+    for alternative in alternatives:
+        required = [chars_of(op, av) for op, av in alternative]
+        named = [c for c in required if c and all(ch > 0x7F for ch in c)]
+        assert named, f"an alternative of BADNESS_RE matches without a named non-ASCII char: {alternative}"
+        assert any(all(_MOJIBAKE_SUSPECTS.match(chr(ch)) or chr(ch) in QUOTES for ch in c) for c in named)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from("ab '\"" + QUOTES + "\u02bc\u201a\u201b\u201e\u201f«»"), max_size=30))
+def test_uncurl_equals_ftfy(text):
+    from ftfy.fixes import uncurl_quotes
+
+    from slimpipe.stages.clean import uncurl
+
+    assert uncurl(text) == uncurl_quotes(text)
