@@ -3,7 +3,7 @@
 Documents are spliced from paragraphs of real web pages (the C4 sample the project bundles, or
 a C4/OSCAR folder given with --from), so text statistics stay those of web text while
 documents stay distinct; a share of them are planted exact duplicates and short pages, as in a
-crawl. Output: SOURCE/part-NNNNN.jsonl.zst files under OUT.
+crawl. Output: SOURCE/part-NNNNN.jsonl.zst files of about --file-mb of text each under OUT.
 
     python bench/make_corpus.py --mb 100 --out bench/out/corpus-100
 """
@@ -37,7 +37,7 @@ def load_paragraphs(extra: list[Path]) -> tuple[list[str], list[str]]:
     return english, other
 
 
-def build(mb: float, out: Path, extra: list[Path], seed: int = 0, files_per_source: int = 4) -> dict:
+def build(mb: float, out: Path, extra: list[Path], seed: int = 0, file_mb: float = 8.0) -> dict:
     rng = random.Random(seed)
     english, other = load_paragraphs(extra)
     target = int(mb * 1e6)
@@ -45,6 +45,7 @@ def build(mb: float, out: Path, extra: list[Path], seed: int = 0, files_per_sour
     written = {"documents": 0, "bytes": 0, "planted_duplicates": 0, "planted_short": 0}
     for source, share in sources.items():
         budget = int(target * share)
+        files_per_source = max(1, round(budget / (file_mb * 1e6)))
         writers = []
         for i in range(files_per_source):
             path = out / source / f"part-{i:05d}.jsonl.zst"
@@ -86,8 +87,9 @@ def main() -> None:
     p.add_argument("--from", dest="extra", type=Path, nargs="*", default=[],
                    help="more real text: C4-style .jsonl files or OSCAR .txt.gz files")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--file-mb", type=float, default=8.0, help="text megabytes per file")
     args = p.parse_args()
-    print(json.dumps(build(args.mb, args.out, args.extra, args.seed)))
+    print(json.dumps(build(args.mb, args.out, args.extra, args.seed, args.file_mb)))
 
 
 if __name__ == "__main__":

@@ -113,20 +113,21 @@ class RunDir:
         records = self.chunk_records()
         rows = self.part_rows()
         complete = {c.key for c in chunks if c.key in records and rows.get(c.key, 0) == records[c.key]}
-        for c in chunks:
-            if c.key not in complete:
-                self._forget_chunk(c.key)
+        incomplete = {c.key for c in chunks} - complete
+        if incomplete:
+            self._forget_chunks(incomplete)
         return complete
 
-    def _forget_chunk(self, key: str) -> None:
-        for path in (join(self.work, "chunks", f"{key}.json"),):
-            if exists(self.fs, path):
-                self.fs.delete_file(path)
-        part_dir = join(self.work, "filtered", key)
-        if exists(self.fs, part_dir):
-            self.fs.delete_dir(part_dir)
+    def _forget_chunks(self, keys: set[str]) -> None:
+        for key in keys:
+            marker = join(self.work, "chunks", f"{key}.json")
+            if exists(self.fs, marker):
+                self.fs.delete_file(marker)
+            part_dir = join(self.work, "filtered", key)
+            if exists(self.fs, part_dir):
+                self.fs.delete_dir(part_dir)
         for info in list_files(self.fs, join(self.path, "rejected")):
-            if info.base_name.startswith(f"{key}-"):
+            if info.base_name.rsplit("-", 1)[0] in keys:  # CHUNK-LINE.parquet
                 self.fs.delete_file(info.path)
 
     def kept_parts(self) -> dict[str, int]:

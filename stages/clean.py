@@ -1,18 +1,19 @@
 """Clean stage: repair text the way SlimPajama did (ftfy, NFC), then normalise layout: line
 endings, control characters other than newline and tab, trailing spaces, runs of blank lines.
 
-ftfy is the slow part (about 3 MB/s per core). It works line by line, and on a line its work
-is gated: the mojibake decoder runs only where its heuristic `is_bad` fires; the other fixers
-act only on characters of their own (C1 and other controls, ligatures, width forms, line
-breaks, escapes, surrogates, curly quotes, HTML entities); normalisation only changes text
-that is not yet normalised. `fix_text` below checks those gates with ftfy's own tables and
-functions, and runs ftfy's whole loop only on the lines where one of them opens; elsewhere the
-only possible change is uncurling quotes, done by ftfy's own `uncurl_quotes`. Tests show the
-result equals `ftfy.fix_text` exactly.
+ftfy is the slow part (about 3 MB/s per core). It fixes text line by line, looping over its
+fixers until nothing changes, and each fixer acts only where its gate is open: the mojibake
+decoder where the heuristic `is_bad` fires, the others on characters of their own (C1 and other
+controls, ligatures, width forms, line breaks, escapes, surrogates, curly quotes, "&"), the
+normaliser on text not yet normalised. `fix_text` runs that same loop with ftfy's own fixers,
+but checks each gate first with a cheap test, and skips the whole loop for text where every
+gate but uncurling is shut. Tests show it equals `ftfy.fix_text`.
 """
 from __future__ import annotations
 
 import re
+import re._constants as _sre  # the regex parser, to read ftfy's mojibake regex (see below)
+import re._parser as _sre_parse
 import unicodedata
 
 import ftfy
@@ -20,11 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from ftfy.badness import BADNESS_RE
 from ftfy.chardata import CONTROL_CHARS, LIGATURES, WIDTH_MAP
-from ftfy.fixes import unescape_html
-
-# The regex parser, to read which characters ftfy's mojibake regex names (see below).
-import re._constants as _sre  # noqa: E402
-import re._parser as _sre_parse  # noqa: E402
+from ftfy.fixes import (fix_c1_controls, fix_character_width, fix_latin_ligatures, fix_line_breaks,
+                        fix_surrogates, remove_control_chars, remove_terminal_escapes, unescape_html)
 
 # Printable ASCII without "&", plus tab and newline: no ftfy fixer touches a line of these.
 _FTFY_MAY_CHANGE = re.compile(r"[^\t\n\x20-\x25\x27-\x7e]")
@@ -34,11 +32,14 @@ _FTFY_MAY_CHANGE = re.compile(r"[^\t\n\x20-\x25\x27-\x7e]")
 _QUOTES_DASHES = "\u2018\u2019\u201c\u201d\u2013\u2014\u2026"
 
 
+def _chars(codepoints) -> re.Pattern:
+    return re.compile("[" + "".join(re.escape(chr(c)) for c in sorted(codepoints)) + "]")
+
+
 def _mojibake_suspects() -> re.Pattern:
     """The non-ASCII characters that some element of ftfy's mojibake regex (BADNESS_RE) names,
-    less the quotes and dashes above. Every alternative of that regex needs one of its named
-    non-ASCII characters, so a line without any cannot look like mojibake and `is_bad`, the
-    costly call, can be skipped."""
+    less the quotes and dashes above. Every alternative of that regex needs one of them (a test
+    checks), so text without any cannot look like mojibake."""
     named: set[int] = set()
 
     def walk(items):
@@ -60,34 +61,22 @@ def _mojibake_suspects() -> re.Pattern:
                 walk(av[2])
 
     walk(_sre_parse.parse(BADNESS_RE.pattern, BADNESS_RE.flags))
-    chars = sorted(chr(c) for c in named if c > 0x7F and chr(c) not in _QUOTES_DASHES)
-    return re.compile("[" + "".join(re.escape(c) for c in chars) + "]")
+    return _chars(c for c in named if c > 0x7F and chr(c) not in _QUOTES_DASHES)
 
 
 _MOJIBAKE_SUSPECTS = _mojibake_suspects()
 # The longest text a BADNESS_RE match can span (it has no unbounded repeats or lookarounds).
 _MOJIBAKE_WIDTH = _sre_parse.parse(BADNESS_RE.pattern, BADNESS_RE.flags).getwidth()[1]
 
-
-def _looks_bad(segment: str) -> bool:
-    """ftfy's `is_bad(segment)`, searching only the windows around suspect characters: every
-    match holds one, and spans at most _MOJIBAKE_WIDTH characters. (A window's end may only add
-    false alarms, which send the line to ftfy itself.)"""
-    start = end = -1
-    for m in _MOJIBAKE_SUSPECTS.finditer(segment):
-        lo, hi = max(0, m.start() - _MOJIBAKE_WIDTH + 1), m.start() + _MOJIBAKE_WIDTH
-        if lo > end:  # a new window: search the one before it
-            if end > 0 and BADNESS_RE.search(segment, start, end):
-                return True
-            start = lo
-        end = hi
-    return end > 0 and BADNESS_RE.search(segment, start, end) is not None
-# Characters that one of ftfy's simple fixers acts on (uncurling quotes aside).
-_FIXER_CHARS = re.compile(
-    "["
-    + "".join(re.escape(chr(c)) for c in sorted(set(CONTROL_CHARS) | set(LIGATURES) | set(WIDTH_MAP)))
-    + "\r\x1b\x80-\x9f\u2028\u2029\ud800-\udfff]"
-)
+# The gates of ftfy's simple fixers: the characters each one acts on.
+_C1 = re.compile("[\x80-\x9f]")
+_LIGATURE_CHARS = _chars(LIGATURES)
+_WIDTH_CHARS = _chars(WIDTH_MAP)
+_LINE_BREAK_CHARS = re.compile("[\r\u2028\u2029\x85]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_CONTROL_CHARS = _chars(CONTROL_CHARS)
+_ANY_FIXER_CHAR = _chars(set(CONTROL_CHARS) | set(LIGATURES) | set(WIDTH_MAP) | set(range(0x80, 0xA0))
+                         | {0x0D, 0x1B, 0x2028, 0x2029} | set(range(0xD800, 0xE000)))
 # ftfy's uncurl_quotes (SINGLE_QUOTE_RE, DOUBLE_QUOTE_RE) as plain replacements, which run at
 # memory speed; a test checks them against ftfy.
 _CURLY = (("\u02bc", "'"), ("\u2018", "'"), ("\u2019", "'"), ("\u201a", "'"), ("\u201b", "'"),
@@ -95,7 +84,6 @@ _CURLY = (("\u02bc", "'"), ("\u2018", "'"), ("\u2019", "'"), ("\u201a", "'"), ("
 _FIXERS = ("remove_terminal_escapes", "fix_encoding", "restore_byte_a0", "replace_lossy_sequences",
            "decode_inconsistent_utf8", "fix_c1_controls", "fix_latin_ligatures", "fix_character_width",
            "uncurl_quotes", "fix_line_breaks", "fix_surrogates", "remove_control_chars")
-
 
 _CR = re.compile(r"\r\n?")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -109,43 +97,93 @@ def uncurl(text: str) -> str:
     return text
 
 
+def looks_bad(text: str) -> bool:
+    """ftfy's `is_bad(text)`, searching only windows around suspect characters: every match
+    holds one, and spans at most _MOJIBAKE_WIDTH characters. (A window's end can only add false
+    alarms, and ftfy's own decoder, called then, checks again.)"""
+    start = end = -1
+    for m in _MOJIBAKE_SUSPECTS.finditer(text):
+        lo, hi = max(0, m.start() - _MOJIBAKE_WIDTH + 1), m.start() + _MOJIBAKE_WIDTH
+        if lo > end:  # a new window: search the one before it
+            if end > 0 and BADNESS_RE.search(text, start, end):
+                return True
+            start = lo
+        end = hi
+    return end > 0 and BADNESS_RE.search(text, start, end) is not None
+
+
 def _gates_apply(config: ftfy.TextFixerConfig) -> bool:
-    """The gate reasoning holds for ftfy's default fixers (any normalisation)."""
+    """The gates are those of ftfy's default fixers (with any normalisation)."""
     return not config.explain and all(getattr(config, name) for name in _FIXERS)
 
 
-def _only_uncurls(segment: str, config: ftfy.TextFixerConfig, whole_text: bool = False) -> bool:
-    """True when ftfy would do nothing to this text but uncurl its quotes."""
-    if _FIXER_CHARS.search(segment):
+def _fix_segment(text: str, config: ftfy.TextFixerConfig) -> str:
+    """ftfy.fix_and_explain(text, config)[0] for the default fixers: the same loop, the same
+    fixers in the same order, each called only where its gate is open."""
+    if config.unescape_html == "auto" and "<" in text:
+        config = config._replace(unescape_html=False)
+    form = config.normalization
+    while True:
+        original = text
+        if config.unescape_html and "&" in text:
+            text = unescape_html(text)
+        if looks_bad(text):
+            text = ftfy.fix_encoding(text)
+        if _C1.search(text):
+            text = fix_c1_controls(text)
+        if _LIGATURE_CHARS.search(text):
+            text = fix_latin_ligatures(text)
+        if _WIDTH_CHARS.search(text):
+            text = fix_character_width(text)
+        text = uncurl(text)
+        if _LINE_BREAK_CHARS.search(text):
+            text = fix_line_breaks(text)
+        if _SURROGATES.search(text):
+            text = fix_surrogates(text)
+        if "\x1b" in text:
+            text = remove_terminal_escapes(text)
+        if _CONTROL_CHARS.search(text):
+            text = remove_control_chars(text)
+        if form and not unicodedata.is_normalized(form, text):
+            text = unicodedata.normalize(form, text)
+        if text == original:
+            return text
+
+
+def _only_uncurls(text: str, config: ftfy.TextFixerConfig, line: bool) -> bool:
+    """True when every gate but uncurling is shut for this line (or, with line=False, for every
+    line of this text), so ftfy would only uncurl its quotes."""
+    if _ANY_FIXER_CHAR.search(text):
         return False
-    if "&" in segment and (whole_text or config.unescape_html and not (
-            config.unescape_html == "auto" and "<" in segment) and unescape_html(segment) != segment):
+    if "&" in text and (not line or config.unescape_html and not (
+            config.unescape_html == "auto" and "<" in text) and unescape_html(text) != text):
         return False
-    if config.normalization and not unicodedata.is_normalized(config.normalization, segment):
+    if config.normalization and not unicodedata.is_normalized(config.normalization, text):
         return False
-    if not _MOJIBAKE_SUSPECTS.search(segment):
+    if not _MOJIBAKE_SUSPECTS.search(text):
         return True
-    # The heuristic's patterns can match across lines and "^" means a line's start, so only a
-    # line, never the whole text, may be judged by it.
-    return not whole_text and not _looks_bad(segment)
+    # The heuristic's patterns may match across lines and "^" means a line's start: only a line,
+    # never a whole text, may be judged by it.
+    return line and not looks_bad(text)
 
 
-def _fix_segment(segment: str, config: ftfy.TextFixerConfig, gated: bool) -> str:
+def _fix_line(segment: str, config: ftfy.TextFixerConfig) -> str:
     if not _FTFY_MAY_CHANGE.search(segment):
         return segment
-    if gated and _only_uncurls(segment, config):
+    if _only_uncurls(segment, config, line=True):
         return uncurl(segment)
-    return ftfy.fix_and_explain(segment, config)[0]
+    return _fix_segment(segment, config)
 
 
 def fix_text(text: str, config: ftfy.TextFixerConfig, gated: bool | None = None) -> str:
-    """Exactly `ftfy.fix_text(text, config)`, running ftfy's loop only on the lines whose gates
-    open. `gated` (whether the gates hold for this config) may be passed in precomputed."""
+    """Exactly `ftfy.fix_text(text, config)`. `gated` (whether the gates are those of this
+    config) may be passed in precomputed."""
     if not _FTFY_MAY_CHANGE.search(text):
         return text
     gated = _gates_apply(config) if gated is None else gated
-    if gated and _only_uncurls(text, config, whole_text=True):
-        return uncurl(text)  # the common case: no line needs ftfy
+    if gated and _only_uncurls(text, config, line=False):
+        return uncurl(text)  # the common case: no line needs more
+    fix = _fix_line if gated else (lambda seg, cfg: ftfy.fix_and_explain(seg, cfg)[0])
     out = []
     pos = 0
     n = len(text)
@@ -157,7 +195,7 @@ def fix_text(text: str, config: ftfy.TextFixerConfig, gated: bool | None = None)
         # ftfy stops unescaping HTML for the rest of the text at the first segment with a "<".
         if config.unescape_html == "auto" and "<" in segment:
             config = config._replace(unescape_html=False)
-        out.append(_fix_segment(segment, config, gated))
+        out.append(fix(segment, config))
         pos = brk
     return "".join(out)
 

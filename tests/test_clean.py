@@ -40,6 +40,8 @@ def test_fix_text_equals_ftfy_for_other_normalisations(text, form):
 
 def test_fix_text_equals_ftfy_on_real_web_text(c4_docs):
     texts = [d["text"] for d in c4_docs]
+    # and the same pages turned into mojibake, the way mis-decoded crawls look
+    texts += [t.encode("utf-8").decode(codec, "replace") for t in texts[:150] for codec in ("latin-1", "cp1252")]
     assert [fix_text(t, NFC) for t in texts] == [ftfy.fix_text(t, normalization="NFC") for t in texts]
 
 
