@@ -118,8 +118,7 @@ def collect_stats(rd, chunks) -> dict:
         cross[r["source"]][r["kept_source"]] += r["count"]
 
     sources = {name: _source_stats(s) for name, s in sorted(src.items())}
-    totals = _source_stats({k: sum(s.get(k, 0) for s in src.values() if isinstance(s.get(k, 0), int))
-                            for k in {k for s in src.values() for k in s}})
+    totals = _source_stats({k: sum(s.get(k, 0) for s in src.values()) for k in {k for s in src.values() for k in s}})
     n_rejected = sum(e["documents"] for st in reasons.values() for e in st.values())
     n_dups = sum(s.get("dup_docs", 0) for s in src.values())
     conservation = {
@@ -170,7 +169,6 @@ def _source_stats(s) -> dict:
 # --- reports --------------------------------------------------------------------------------
 
 
-
 def summary_text(stats: dict) -> str:
     lines = []
     head = f"{'source':<20}{'records':>10}{'rejected':>10}{'dups':>9}{'kept':>10}{'MB in':>10}{'MB out':>10}{'dup bytes':>11}"
@@ -184,6 +182,19 @@ def summary_text(stats: dict) -> str:
             f"{s['read']['bytes'] / 1e6:>10.2f}{s['output']['bytes'] / 1e6:>10.2f}"
             f"{s['exact_dedup']['byte_duplication_pct']:>10.2f}%"
         )
+    t = stats["totals"]
+    lines.append("")
+    lines.append(f"{'stage':<14}{'docs in':>10}{'docs out':>10}{'MB in':>10}{'MB out':>10}")
+    for stage, d_in, d_out, b_in, b_out in (
+        ("read", t["read"]["records"], t["read"]["records"] - t["read"]["rejected"], t["read"]["bytes"],
+         t["clean"]["bytes_in"]),
+        ("clean", t["clean"]["documents"], t["clean"]["documents"], t["clean"]["bytes_in"], t["clean"]["bytes_out"]),
+        ("filter", t["filter"]["documents_in"], t["filter"]["documents_out"], t["filter"]["bytes_in"],
+         t["filter"]["bytes_out"]),
+        ("exact dedup", t["exact_dedup"]["documents_in"], t["exact_dedup"]["documents_out"],
+         t["exact_dedup"]["bytes_in"], t["exact_dedup"]["bytes_out"]),
+    ):
+        lines.append(f"{stage:<14}{d_in:>10}{d_out:>10}{b_in / 1e6:>10.2f}{b_out / 1e6:>10.2f}")
     if stats["rejected_by_reason"]:
         lines.append("")
         lines.append("rejected by reason:")
