@@ -89,20 +89,23 @@ def _expand(arg: str, input_cfg: dict) -> list[InputFile]:
             raise ConfigError(f"globs are supported on local paths only: {arg}")
         if not matches:
             raise ConfigError(f"input glob {arg} matches no file")
+        # Ids derive from paths relative to the glob's fixed prefix, so they stay unique.
+        parts = path.split("/")
+        prefix = "/".join(parts[: next(i for i, p in enumerate(parts) if _has_glob(p))]) or "/"
         out = []
         for m in matches:
             if os.path.isdir(m):
                 out.extend(_expand(m, input_cfg))
             elif (kind := file_format(m, fmt)) is not None:
-                out.append(_input_file(fs, m, os.path.basename(m), fixed_source or _parent_name(m), kind))
+                rel = os.path.relpath(m, prefix)
+                out.append(_input_file(fs, m, rel, fixed_source or _parent_name(m), kind))
         return out
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         raise ConfigError(f"input path does not exist: {arg}")
     if info.type == pafs.FileType.File:
-        kind = file_format(path, fmt) or (fmt if fmt != "auto" else "jsonl", None)
-        if isinstance(kind, str):
-            kind = (kind, None)
+        # A file named explicitly is read even with an unusual name: as JSONL unless configured.
+        kind = file_format(path, fmt) or ("parquet" if fmt == "parquet" else "jsonl", None)
         return [_input_file(fs, path, info.base_name, fixed_source or _parent_name(path), kind)]
     root = path.rstrip("/")
     out = []

@@ -146,7 +146,8 @@ def test_sources_from_subfolders_field_and_config(tmp_path):
     assert sorted(r["source"] for r in read_all([tmp_path])) == ["cc", "wiki"]
     assert sorted(r["source"] for r in read_all([tmp_path], {**READ_CFG, "source_field": "src"})) == ["A", "B"]
     assert {r["source"] for r in read_all([tmp_path], {**READ_CFG, "source": "all"})} == {"all"}
-    assert len(read_all([str(tmp_path / "*" / "**" / "*.jsonl")])) == 2
+    globbed = read_all([str(tmp_path / "*" / "**" / "*.jsonl")])
+    assert sorted(r["id"] for r in globbed) == ["cc/deep/b.jsonl:1", "wiki/a.jsonl:1"]
 
 
 def test_missing_input_is_a_clear_error(tmp_path):

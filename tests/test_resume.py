@@ -94,19 +94,25 @@ def test_sigkill_mid_run_then_resume_gives_identical_output(ray_session, big_cor
     assert outputs(out) == uninterrupted
 
 
-def test_crash_while_writing_shards_redoes_only_the_missing_ones(ray_session, big_corpus, uninterrupted, tmp_path):
-    """A run that died after some documents shards were written: only the rest are redone."""
-    out = tmp_path / "run"
-    config = resolve("slimpajama", None, SETS, [str(big_corpus)], str(out))
+def finished_run_with_stages_undone(corpus: Path, out: Path, stages: tuple[str, ...]):
+    """A finished run whose run.json says `stages` did not finish, as after a crash in them."""
+    config = resolve("slimpajama", None, SETS, [str(corpus)], str(out))
     run(config)
     state = json.loads((out / "run.json").read_text())
+    for name in stages:
+        state["stages"][name].pop("status")
+    (out / "run.json").write_text(json.dumps(state))
+    return config, state
+
+
+def test_crash_while_writing_shards_redoes_only_the_missing_ones(ray_session, big_corpus, uninterrupted, tmp_path):
+    out = tmp_path / "run"
+    config, state = finished_run_with_stages_undone(big_corpus, out, ("write",))
     assert state["stages"]["write"]["shards"] > 2
-    # Undo shard 1 as a crash would have left it: no marker, a stray temporary file.
+    # Shard 1 as a crash leaves it: no marker, a stray temporary file, no manifest.
     (out / "_work" / "shards" / "00001.json").unlink()
     (out / "documents" / "part-00001.parquet").rename(out / "documents" / "part-00001.parquet.tmp-dead")
     (out / "documents" / "_manifest.json").unlink()
-    state["stages"]["write"].pop("status")
-    (out / "run.json").write_text(json.dumps(state))
     kept = (out / "documents" / "part-00000.parquet").stat().st_mtime_ns
     run(config)
     assert (out / "documents" / "part-00000.parquet").stat().st_mtime_ns == kept
@@ -116,12 +122,7 @@ def test_crash_while_writing_shards_redoes_only_the_missing_ones(ray_session, bi
 
 def test_crash_inside_dedup_redoes_the_stage(ray_session, big_corpus, uninterrupted, tmp_path):
     out = tmp_path / "run"
-    config = resolve("slimpajama", None, SETS, [str(big_corpus)], str(out))
-    run(config)
-    state = json.loads((out / "run.json").read_text())
-    for name in ("write", "exact_dedup"):
-        state["stages"][name].pop("status")
-    (out / "run.json").write_text(json.dumps(state))
+    config, _ = finished_run_with_stages_undone(big_corpus, out, ("write", "exact_dedup"))
     for f in list((out / "_work" / "dupsets").glob("*.parquet"))[:2] + list((out / "_work" / "shards").glob("*.json")):
         f.unlink()
     (out / "duplicates" / "part-00000.parquet").write_bytes(b"half a file")
