@@ -15,11 +15,8 @@ Results print as a table and land in bench/out/results.json.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import re
-import string
 import subprocess
 import sys
 import tempfile
@@ -27,14 +24,13 @@ import threading
 import time
 from pathlib import Path
 
-import ftfy
-import orjson
 import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).parent))
+from baseline import run as baseline_run  # noqa: E402
 from make_corpus import build  # noqa: E402
 
 from slimpipe.config import load_preset  # noqa: E402
@@ -90,30 +86,11 @@ def stage_throughput(corpus: Path, text_mb: float) -> dict:
 
 
 def baseline(corpus: Path, text_mb: float) -> dict:
-    """The SlimPajama-scripts way: one process, one document at a time."""
-    import zstandard
-
-    punct = str.maketrans("", "", string.punctuation)
-    seen: set[bytes] = set()
-    kept: list[str] = []
-    t = time.perf_counter()
-    for path in sorted(corpus.rglob("*.jsonl.zst")):
-        with zstandard.ZstdDecompressor().stream_reader(path.open("rb")) as f:
-            for line in f.read().split(b"\n"):
-                if not line:
-                    continue
-                text = ftfy.fix_text(orjson.loads(line)["text"], normalization="NFC")
-                norm = re.sub(r"\s+", " ", text.lower().translate(punct).strip())
-                if len(norm) < 200:
-                    continue
-                h = hashlib.blake2b(norm.encode(), digest_size=16).digest()
-                if h not in seen:
-                    seen.add(h)
-                    kept.append(text)
-    with tempfile.TemporaryDirectory() as tmp:
-        pq.write_table(pa.table({"text": kept}), f"{tmp}/out.parquet", compression="zstd")
-    secs = time.perf_counter() - t
-    return {"seconds": round(secs, 3), "mb_s_per_core": round(text_mb / secs, 2), "kept": len(kept)}
+    with tempfile.TemporaryDirectory(dir=OUT) as tmp:
+        t = time.perf_counter()
+        kept = baseline_run(corpus, Path(tmp) / "out.parquet")
+        secs = time.perf_counter() - t
+    return {"seconds": round(secs, 3), "mb_s_per_core": round(text_mb / secs, 2), "kept": kept}
 
 
 def _tree_pss(root: psutil.Process) -> int:
