@@ -38,7 +38,7 @@ from slimpipe.inputs import discover, plan_chunks  # noqa: E402
 from slimpipe.stages.clean import Cleaner  # noqa: E402
 from slimpipe.rundir import RunDir  # noqa: E402
 from slimpipe.stages.exact_dedup import INDEX_COLUMNS, find_duplicates  # noqa: E402
-from slimpipe.stages.filter import FilterStage  # noqa: E402
+from slimpipe.stages.filters import FilterStage  # noqa: E402
 from slimpipe.stages.normalize import Normalizer  # noqa: E402
 from slimpipe.stages.read import read_chunk  # noqa: E402
 from slimpipe.stages.write import PartWriter, plan_shards, write_document_shard  # noqa: E402

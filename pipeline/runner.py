@@ -21,7 +21,7 @@ from slimpipe import inputs as inputs_mod
 from slimpipe.rundir import RunDir
 from slimpipe.stages.clean import Cleaner
 from slimpipe.stages.exact_dedup import INDEX_COLUMNS, add_partition, find_duplicates
-from slimpipe.stages.filter import FilterStage
+from slimpipe.stages.filters import FilterStage
 from slimpipe.stages.normalize import Normalizer
 from slimpipe.stages.read import read_dataset
 from slimpipe.stages.write import PartWriter, plan_shards, write_document_shard

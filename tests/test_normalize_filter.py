@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slimpipe.schemas import RECORD
-from slimpipe.stages.filter import FilterStage, LengthFilter
+from slimpipe.stages.filters import FilterStage
+from slimpipe.stages.filters.length import LengthFilter
 from slimpipe.stages.normalize import Normalizer, normalize_text
 
 
@@ -48,7 +49,7 @@ def test_length_rule_boundary_and_reason():
     texts = ["x" * 199, "y" * 200, "!!" + "z " * 99 + "...", "short"]
     out = FilterStage({"length": {"enabled": True, "min_chars": 200}})(Normalizer()(_records(texts, rejected={3})))
     rows = out.to_pylist()
-    assert rows[0]["reject_stage"] == "filter" and rows[0]["reject_reason"] == "too_short"
+    assert rows[0]["reject_stage"] == "filter" and rows[0]["reject_reason"] == "length.too_short"
     assert rows[0]["reject_value"] == 199.0 and "under the minimum of 200" in rows[0]["reject_detail"]
     assert rows[1]["reject_stage"] is None
     assert rows[2]["reject_value"] == 197.0  # "z z ... z": punctuation gone, 99 z's and 98 spaces
@@ -58,4 +59,6 @@ def test_length_rule_boundary_and_reason():
 def test_disabled_filter_keeps_everything():
     out = FilterStage({"length": {"enabled": False, "min_chars": 200}})(Normalizer()(_records(["a"])))
     assert out.to_pylist()[0]["reject_stage"] is None
-    assert LengthFilter(5).describe(3.0).startswith("3 normalised characters")
+    from slimpipe.stages.filters.doc import Doc
+
+    assert LengthFilter(5).check(Doc("abc", norm_chars=3)).detail.startswith("3 normalised characters")

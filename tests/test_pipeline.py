@@ -81,7 +81,7 @@ def test_conservation_and_counts(corpus, first_run):
         reasons[(r["stage"], r["reason"])] = reasons.get((r["stage"], r["reason"]), 0) + 1
     for reason, n in planted["bad"].items():
         assert reasons[("read", reason)] == n
-    assert reasons[("filter", "too_short")] >= planted["short"]
+    assert reasons[("filter", "length.too_short")] >= planted["short"]
 
 
 def test_outputs_are_as_documented(first_run):

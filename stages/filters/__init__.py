@@ -1,0 +1,68 @@
+"""Filter stage: an ordered list of filters. The first that objects to a document decides; the
+row travels on marked with stage "filter", the reason ("<filter>.<rule>"), the value the rule
+measured and a sentence saying why. The statistics the filters share (lines, words, n-grams)
+are computed once per document, in `Doc`."""
+from __future__ import annotations
+
+import pyarrow as pa
+
+from slimpipe.stages.filters.base import Filter, Rejection
+from slimpipe.stages.filters.doc import Doc
+from slimpipe.stages.filters.fineweb import FineWebQuality
+from slimpipe.stages.filters.gopher import GopherQuality, GopherRepetition
+from slimpipe.stages.filters.length import LengthFilter
+
+FILTERS: dict[str, type[Filter]] = {
+    "length": LengthFilter,
+    "gopher_quality": GopherQuality,
+    "gopher_repetition": GopherRepetition,
+    "fineweb": FineWebQuality,
+}
+
+
+def build_filters(filters_cfg: dict) -> list[Filter]:
+    """The enabled filters, in the order the config lists them."""
+    out = []
+    for name, cfg in filters_cfg.items():
+        cfg = dict(cfg)
+        if cfg.pop("enabled", True):
+            out.append(FILTERS[name](**cfg))
+    return out
+
+
+class FilterStage:
+    """Runs the filters over the rows not yet rejected."""
+
+    def __init__(self, filters_cfg: dict):
+        self.filters = build_filters(filters_cfg)
+
+    def decide(self, doc: Doc) -> Rejection | None:
+        for flt in self.filters:
+            rejection = flt.check(doc)
+            if rejection is not None:
+                return rejection
+        return None
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        if not self.filters:
+            return table
+        columns = {name: table[name].to_pylist()
+                   for name in ("reject_stage", "reject_reason", "reject_value", "reject_detail")}
+        texts = table["text"].to_pylist()
+        norm_chars = table["norm_chars"].to_pylist()
+        for i, stage in enumerate(columns["reject_stage"]):
+            if stage is not None:
+                continue
+            rejection = self.decide(Doc(texts[i], norm_chars[i] or 0))
+            if rejection is not None:
+                columns["reject_stage"][i] = "filter"
+                columns["reject_reason"][i] = rejection.reason
+                columns["reject_value"][i] = rejection.value
+                columns["reject_detail"][i] = rejection.detail
+        for name, values in columns.items():
+            field = table.schema.field(name)
+            table = table.set_column(table.schema.get_field_index(name), field, pa.array(values, field.type))
+        return table
+
+
+__all__ = ["FILTERS", "Doc", "Filter", "FilterStage", "Rejection", "build_filters"]

@@ -1,0 +1,26 @@
+"""What every filter is: a small class with one rule set, a name, and per document either no
+objection or a Rejection that says which rule, the value it measured and why."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from slimpipe.stages.filters.doc import Doc
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str  # "<filter>.<rule>", e.g. "gopher_quality.too_few_words"
+    value: float  # what the rule measured
+    detail: str  # a sentence for people
+
+
+class Filter(ABC):
+    name: str = ""
+
+    @abstractmethod
+    def check(self, doc: Doc) -> Rejection | None:
+        """None keeps the document; a Rejection drops it."""
+
+    def reject(self, rule: str, value: float, detail: str) -> Rejection:
+        return Rejection(f"{self.name}.{rule}", float(value), detail)

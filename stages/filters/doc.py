@@ -1,0 +1,118 @@
+"""The statistics filters share, computed at most once per document and only when a filter asks:
+lines, paragraphs, words and word n-gram repetition. Words are whitespace-separated tokens (as
+in the Gopher paper), so no filter re-tokenizes the text."""
+from __future__ import annotations
+
+import re
+from functools import cached_property
+
+import numpy as np
+
+_PARAGRAPH_BREAK = re.compile(r"\n{2,}")
+_WORD_WITH_WORD_CHAR = re.compile(r"\S*\w\S*")
+_WORD_WITH_LETTER = re.compile(r"\S*[^\W\d_]\S*")
+# Odd 64-bit multiplier of the rolling n-gram hash (wraps around modulo 2**64).
+_HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
+
+
+def count_duplicates(items: list[str]) -> tuple[int, int]:
+    """(items that repeat an earlier one, their characters)."""
+    seen: set[str] = set()
+    dup_items = dup_chars = 0
+    for item in items:
+        if item in seen:
+            dup_items += 1
+            dup_chars += len(item)
+        else:
+            seen.add(item)
+    return dup_items, dup_chars
+
+
+class Doc:
+    def __init__(self, text: str, norm_chars: int = 0):
+        self.text = text
+        self.norm_chars = norm_chars
+
+    @cached_property
+    def lines(self) -> list[str]:
+        return self.text.split("\n")
+
+    @cached_property
+    def paragraphs(self) -> list[str]:
+        return _PARAGRAPH_BREAK.split(self.text.strip())
+
+    @cached_property
+    def words(self) -> list[str]:
+        return self.text.split()
+
+    @cached_property
+    def content_words(self) -> list[str]:
+        """Words with at least one letter or digit (tokens of punctuation alone left out)."""
+        return _WORD_WITH_WORD_CHAR.findall(self.text)
+
+    @cached_property
+    def alpha_words(self) -> int:
+        """How many words hold a letter."""
+        return len(_WORD_WITH_LETTER.findall(self.text))
+
+    @cached_property
+    def _ngram_base(self) -> tuple[np.ndarray, np.ndarray]:
+        """Word hashes, and the character offsets of word starts in the space-joined word list.
+        (Python's str hash: two different words share one with odds of 2**-64.)"""
+        n = len(self.words)
+        ids = np.fromiter(map(hash, self.words), np.int64, n).view(np.uint64)
+        lengths = np.fromiter(map(len, self.words), np.int64, n)
+        return ids, np.concatenate([[0], np.cumsum(lengths)])
+
+    @cached_property
+    def _repeats_from(self) -> int:
+        """The smallest n from which no word n-gram repeats (a repeated n-gram repeats its
+        prefixes, so none repeats beyond)."""
+        for n in (2, 5):
+            h, _ = self.ngrams(n)
+            if len(set(h.tolist())) == len(h):
+                return n
+        return 11
+
+    def ngrams(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(hash, character length as "w1 w2 ... wn") of every word n-gram, in order."""
+        ids, cum = self._ngram_base
+        count = len(ids) - n + 1
+        if count <= 0:
+            return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+        h = ids[:count].copy()
+        for k in range(1, n):
+            h = h * _HASH_MUL + ids[k : k + count]
+        chars = cum[n : n + count] - cum[:count] + (n - 1)
+        return h, chars
+
+    def top_ngram_chars(self, n: int) -> int:
+        """Characters covered by the most frequent n-gram: its length times its count (the first
+        to occur wins a tie)."""
+        h, chars = self.ngrams(n)
+        if not len(h):
+            return 0
+        if n >= self._repeats_from:
+            return int(chars[0])  # every n-gram occurs once: the first one wins
+        uniq, first, counts = np.unique(h, return_index=True, return_counts=True)
+        best = counts.max()
+        i = first[counts == best].min()
+        return int(chars[i] * best)
+
+    def duplicate_ngram_chars(self, n: int) -> int:
+        """Characters of n-grams that repeat an earlier n-gram, scanning left to right and
+        skipping past each repeat (so overlapping repeats are not counted twice)."""
+        if n >= self._repeats_from:
+            return 0
+        h, chars = self.ngrams(n)
+        seen: set[int] = set()
+        total, i = 0, 0
+        hashes = h.tolist()
+        while i < len(hashes):
+            if hashes[i] in seen:
+                total += int(chars[i])
+                i += n
+            else:
+                seen.add(hashes[i])
+                i += 1
+        return total

@@ -1,0 +1,102 @@
+"""The Gopher rules (Rae et al. 2021, "Scaling Language Models", appendix A1), with the
+published thresholds as defaults. Words are whitespace-separated tokens."""
+from __future__ import annotations
+
+from slimpipe.stages.filters.base import Filter, Rejection
+from slimpipe.stages.filters.doc import Doc, count_duplicates
+
+STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
+BULLETS = ("•", "●", "○", "▪", "◦", "‣", "-", "*")
+
+
+class GopherQuality(Filter):
+    name = "gopher_quality"
+
+    def __init__(self, min_words: int = 50, max_words: int = 100_000, min_mean_word_length: float = 3,
+                 max_mean_word_length: float = 10, max_symbol_word_ratio: float = 0.1,
+                 max_bullet_lines_ratio: float = 0.9, max_ellipsis_lines_ratio: float = 0.3,
+                 min_alpha_words_ratio: float = 0.8, min_stop_words: int = 2,
+                 stop_words: list[str] | None = None, bullets: list[str] | None = None):
+        self.min_words, self.max_words = min_words, max_words
+        self.min_mean, self.max_mean = min_mean_word_length, max_mean_word_length
+        self.max_symbol_ratio = max_symbol_word_ratio
+        self.max_bullet_lines = max_bullet_lines_ratio
+        self.max_ellipsis_lines = max_ellipsis_lines_ratio
+        self.min_alpha = min_alpha_words_ratio
+        self.min_stop_words = min_stop_words
+        self.stop_words = frozenset(stop_words or STOP_WORDS)
+        self.bullets = tuple(bullets or BULLETS)
+
+    def check(self, doc: Doc) -> Rejection | None:
+        words = doc.content_words
+        n = len(words)
+        if n < self.min_words:
+            return self.reject("too_few_words", n, f"{n} words, under {self.min_words}")
+        if n > self.max_words:
+            return self.reject("too_many_words", n, f"{n} words, over {self.max_words}")
+        mean = sum(map(len, words)) / n
+        if mean < self.min_mean:
+            return self.reject("short_words", mean, f"mean word length {mean:.2f}, under {self.min_mean}")
+        if mean > self.max_mean:
+            return self.reject("long_words", mean, f"mean word length {mean:.2f}, over {self.max_mean}")
+        text = doc.text
+        ratio = text.count("#") / n
+        if ratio > self.max_symbol_ratio:
+            return self.reject("hash_ratio", ratio, f"{ratio:.3f} '#' per word, over {self.max_symbol_ratio}")
+        ratio = (text.count("...") + text.count("…")) / n
+        if ratio > self.max_symbol_ratio:
+            return self.reject("ellipsis_ratio", ratio, f"{ratio:.3f} ellipses per word, over {self.max_symbol_ratio}")
+        lines = doc.lines
+        ratio = sum(1 for line in lines if line.lstrip().startswith(self.bullets)) / len(lines)
+        if ratio > self.max_bullet_lines:
+            return self.reject("bullet_lines", ratio, f"{ratio:.0%} of lines start with a bullet")
+        ratio = sum(1 for line in lines if line.rstrip().endswith(("...", "…"))) / len(lines)
+        if ratio > self.max_ellipsis_lines:
+            return self.reject("ellipsis_lines", ratio, f"{ratio:.0%} of lines end with an ellipsis")
+        ratio = doc.alpha_words / len(doc.words)
+        if ratio < self.min_alpha:
+            return self.reject("few_alpha_words", ratio, f"{ratio:.0%} of words have a letter, under {self.min_alpha:.0%}")
+        stops = sum(1 for w in doc.words if w.lower() in self.stop_words)
+        if stops < self.min_stop_words:
+            return self.reject("few_stop_words", stops, f"{stops} stop words, under {self.min_stop_words}")
+        return None
+
+
+class GopherRepetition(Filter):
+    name = "gopher_repetition"
+
+    def __init__(self, max_dup_line_frac: float = 0.3, max_dup_para_frac: float = 0.3,
+                 max_dup_line_char_frac: float = 0.2, max_dup_para_char_frac: float = 0.2,
+                 max_top_ngram_char_frac: dict | None = None, max_dup_ngram_char_frac: dict | None = None):
+        self.max_dup_line, self.max_dup_para = max_dup_line_frac, max_dup_para_frac
+        self.max_dup_line_chars, self.max_dup_para_chars = max_dup_line_char_frac, max_dup_para_char_frac
+        top = max_top_ngram_char_frac or {2: 0.20, 3: 0.18, 4: 0.16}
+        dup = max_dup_ngram_char_frac or {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+        self.top = sorted((int(n), float(v)) for n, v in top.items())
+        self.dup = sorted((int(n), float(v)) for n, v in dup.items())
+
+    def check(self, doc: Doc) -> Rejection | None:
+        size = len(doc.text)
+        if size == 0:
+            return None  # nothing can repeat; an empty text is the length rule's to judge
+        paragraphs = doc.paragraphs
+        dups, chars = count_duplicates(paragraphs)
+        if dups / len(paragraphs) > self.max_dup_para:
+            return self.reject("dup_paragraphs", dups / len(paragraphs), f"{dups} of {len(paragraphs)} paragraphs repeat")
+        if chars / size > self.max_dup_para_chars:
+            return self.reject("dup_paragraph_chars", chars / size, f"{chars / size:.0%} of characters in repeated paragraphs")
+        lines = doc.lines
+        dups, chars = count_duplicates(lines)
+        if dups / len(lines) > self.max_dup_line:
+            return self.reject("dup_lines", dups / len(lines), f"{dups} of {len(lines)} lines repeat")
+        if chars / size > self.max_dup_line_chars:
+            return self.reject("dup_line_chars", chars / size, f"{chars / size:.0%} of characters in repeated lines")
+        for n, limit in self.top:
+            frac = doc.top_ngram_chars(n) / size
+            if frac > limit:
+                return self.reject(f"top_{n}gram", frac, f"the most frequent {n}-gram covers {frac:.0%} of characters")
+        for n, limit in self.dup:
+            frac = doc.duplicate_ngram_chars(n) / size
+            if frac > limit:
+                return self.reject(f"dup_{n}grams", frac, f"repeated {n}-grams cover {frac:.0%} of characters")
+        return None

@@ -1,0 +1,120 @@
+"""The Gopher and FineWeb rules: the shared statistics against plain reference code, and each
+rule's edges on real-looking text."""
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from slimpipe.stages.filters import FilterStage
+from slimpipe.stages.filters.doc import Doc
+from slimpipe.stages.filters.fineweb import FineWebQuality
+from slimpipe.stages.filters.gopher import GopherQuality, GopherRepetition
+
+PROSE = ("The committee met on Tuesday to discuss the budget for the coming year, and most of the "
+         "members agreed that the library should have more money for books. ")
+STORY = ("In the spring the river rose and the farmers moved their animals to higher ground. "
+         "By summer the fields had dried, and the village held its market in the old square. "
+         "Children ran between the stalls while their parents argued about the price of wool. "
+         "Later that year a teacher arrived from the city with a crate of books and a map of the world.")
+
+
+def grams(words, n):
+    return [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
+
+
+def reference_top(words, n):
+    found = grams(words, n)
+    if not found:
+        return 0
+    gram, count = Counter(found).most_common(1)[0]
+    return len(gram) * count
+
+
+def reference_dup(words, n):
+    found, seen, total, i = grams(words, n), set(), 0, 0
+    while i < len(found):
+        if found[i] in seen:
+            total += len(found[i])
+            i += n
+        else:
+            seen.add(found[i])
+            i += 1
+    return total
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(["a", "bb", "the", "cat", "sat", "on", "mat", "ünï", "日本"]), max_size=60))
+def test_ngram_statistics_match_plain_code(words):
+    doc = Doc(" ".join(words))
+    for n in range(2, 11):
+        assert doc.top_ngram_chars(n) == reference_top(words, n)
+        assert doc.duplicate_ngram_chars(n) == reference_dup(words, n)
+
+
+def test_real_prose_passes_every_rule(c4_docs):
+    stage = FilterStage({"gopher_quality": {}, "gopher_repetition": {}, "fineweb": {}})
+    kept = sum(stage.decide(Doc(d["text"])) is None for d in c4_docs)
+    assert 0.6 * len(c4_docs) < kept < len(c4_docs)  # most of C4 passes; some does not
+    assert stage.decide(Doc(STORY)) is None
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("", "too_few_words"),
+    ("   \n\t  ", "too_few_words"),
+    ("!!! ??? ... ### @@@ " * 30, "too_few_words"),
+    ("word " * 49, "too_few_words"),
+    ("a an I " * 30, "short_words"),
+    ("incomprehensibilities extraordinarily " * 30, "long_words"),
+    (PROSE + "#tag #news #today " * 20, "hash_ratio"),
+    ("\n".join("• item number %d of the list with the words" % i for i in range(30)), "bullet_lines"),
+    ("\n".join("the story goes on and on for a long while in the old town and then..." for _ in range(30)),
+     "ellipsis_lines"),
+    ("1234 5678 9012 3456 7890 " * 40 + PROSE, "few_alpha_words"),
+    ("Lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod " * 8, "few_stop_words"),
+])
+def test_gopher_quality_edges(text, reason):
+    rejection = GopherQuality().check(Doc(text))
+    assert rejection is not None and rejection.reason == f"gopher_quality.{reason}"
+
+
+def test_gopher_quality_boundaries_and_odd_text():
+    assert GopherQuality().check(Doc(PROSE * 2)) is None  # 56 words
+    assert GopherQuality(min_words=57).check(Doc(PROSE * 2)).value == 56
+    assert GopherQuality(min_words=56).check(Doc(PROSE * 2)) is None
+    huge_line = ("word " * 200_000).strip()
+    assert GopherQuality().check(Doc(huge_line)).reason == "gopher_quality.too_many_words"
+    mixed = "Das Wetter ist gut and the sun is shining over Москва и 東京 with the people. " * 10
+    assert GopherQuality().check(Doc(mixed)) is None
+
+
+def test_gopher_repetition_rules():
+    rep = GopherRepetition()
+    assert rep.check(Doc(PROSE * 3)).reason == "gopher_repetition.dup_5grams"  # one sentence thrice
+    lines = "\n".join(["Click here to subscribe to our newsletter today"] * 5 + [PROSE] * 1)
+    assert rep.check(Doc(lines)).reason.startswith("gopher_repetition.dup_")
+    paragraphs = "\n\n".join([PROSE, "Share this article.", "Share this article.", "Share this article."])
+    assert rep.check(Doc(paragraphs)).reason == "gopher_repetition.dup_paragraphs"
+    assert rep.check(Doc("")) is None
+    assert rep.check(Doc(STORY)) is None
+
+
+def test_fineweb_rules():
+    fw = FineWebQuality()
+    no_punct = "\n".join(f"Menu entry number {i} for the site navigation bar" for i in range(10))
+    assert fw.check(Doc(no_punct)).reason == "fineweb.line_punct_ratio"
+    short = "\n".join(["Home.", "About us.", "Contact.", PROSE])
+    assert fw.check(Doc(short)).reason == "fineweb.short_line_ratio"
+    dup = "\n".join([PROSE, "This line repeats itself in the page body.", "This line repeats itself in the page body.", PROSE + "x."])
+    assert fw.check(Doc(dup)).reason == "fineweb.char_dup_ratio"
+    listy = "\n".join(f"Internationalisation-and-localisation checklist{i}." for i in range(40))
+    assert fw.check(Doc(listy)).reason == "fineweb.list_ratio"
+    assert fw.check(Doc(STORY)) is None
+    assert fw.check(Doc("")).reason == "fineweb.line_punct_ratio"
+
+
+def test_first_objecting_filter_decides():
+    stage = FilterStage({"length": {"min_chars": 10}, "gopher_quality": {}})
+    assert stage.decide(Doc("short", norm_chars=5)).reason == "length.too_short"
+    assert stage.decide(Doc("word " * 20, norm_chars=99)).reason == "gopher_quality.too_few_words"
+    assert FilterStage({"gopher_quality": {"enabled": False}}).filters == []
