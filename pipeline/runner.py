@@ -116,6 +116,7 @@ def _write_shard(row: dict, run_uri: str, work_uri: str, level: int) -> dict:
 def run(config: dict) -> dict:
     """Run (or resume) the pipeline into config.output.path; returns the statistics."""
     files = inputs_mod.discover(config["input"]["paths"], config["input"])  # errors before Ray
+    FilterStage(config["filters"])  # a missing model file, say, is an error before Ray too
     rd = RunDir(config["output"]["path"])
     resumed = rd.open(config, inputs_mod.input_fingerprint(files))
     started = init_ray(config["ray"])

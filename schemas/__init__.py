@@ -23,6 +23,8 @@ RECORD = pa.schema(
         ("utf8_repaired", pa.bool_()),
         ("changed_by_clean", pa.bool_()),
         ("norm_chars", pa.int64()),  # characters of the normalised text (the length rule's measure)
+        ("language", pa.string()),  # language ID, where the language filter ran
+        ("language_score", pa.float32()),
         ("text_hash", pa.binary(16)),  # blake2b-128 of the normalised text (exact dedup key)
         ("reject_stage", pa.string()),
         ("reject_reason", pa.string()),
@@ -40,6 +42,8 @@ DOCUMENT = pa.schema(
         ("meta", pa.string()),
         ("file", pa.string()),
         ("line", pa.int64()),
+        ("language", pa.string()),
+        ("language_score", pa.float32()),
     ]
 )
 
@@ -57,6 +61,8 @@ REJECTED = pa.schema(
         ("raw", pa.large_binary()),
         ("bytes", pa.int64()),  # UTF-8 bytes of the text as read
         ("utf8_repaired", pa.bool_()),
+        ("language", pa.string()),
+        ("language_score", pa.float32()),
     ]
 )
 

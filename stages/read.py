@@ -128,6 +128,8 @@ class BatchBuilder:
                 "utf8_repaired": pa.array(c["utf8_repaired"], pa.bool_()),
                 "changed_by_clean": pa.nulls(n, pa.bool_()),
                 "norm_chars": pa.nulls(n, pa.int64()),
+                "language": pa.nulls(n, pa.string()),
+                "language_score": pa.nulls(n, pa.float32()),
                 "text_hash": pa.nulls(n, pa.binary(16)),
                 "reject_stage": pa.array(["read" if r else None for r in c["reject_reason"]], pa.string()),
                 "reject_reason": pa.array(c["reject_reason"], pa.string()),

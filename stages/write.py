@@ -39,6 +39,8 @@ def rejected_rows(table: pa.Table) -> pa.Table:
             "raw": table["raw"],
             "bytes": table["bytes_read"],
             "utf8_repaired": table["utf8_repaired"],
+            "language": table["language"],
+            "language_score": table["language_score"],
         },
         schema=REJECTED,
     )

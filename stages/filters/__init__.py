@@ -10,10 +10,12 @@ from slimpipe.stages.filters.base import Filter, Rejection
 from slimpipe.stages.filters.doc import Doc
 from slimpipe.stages.filters.fineweb import FineWebQuality
 from slimpipe.stages.filters.gopher import GopherQuality, GopherRepetition
+from slimpipe.stages.filters.language import LanguageFilter
 from slimpipe.stages.filters.length import LengthFilter
 
 FILTERS: dict[str, type[Filter]] = {
     "length": LengthFilter,
+    "language": LanguageFilter,
     "gopher_quality": GopherQuality,
     "gopher_repetition": GopherRepetition,
     "fineweb": FineWebQuality,
@@ -43,6 +45,12 @@ class FilterStage:
                 return rejection
         return None
 
+    def annotate(self, texts: list[str]) -> dict[str, list]:
+        out: dict[str, list] = {}
+        for flt in self.filters:
+            out.update(flt.annotate(texts))
+        return out
+
     def __call__(self, table: pa.Table) -> pa.Table:
         if not self.filters:
             return table
@@ -50,16 +58,20 @@ class FilterStage:
                    for name in ("reject_stage", "reject_reason", "reject_value", "reject_detail")}
         texts = table["text"].to_pylist()
         norm_chars = table["norm_chars"].to_pylist()
-        for i, stage in enumerate(columns["reject_stage"]):
-            if stage is not None:
-                continue
-            rejection = self.decide(Doc(texts[i], norm_chars[i] or 0))
+        live = [i for i, stage in enumerate(columns["reject_stage"]) if stage is None]
+        found = self.annotate([texts[i] for i in live])
+        annotated = {name: [None] * table.num_rows for name in found}
+        for j, i in enumerate(live):
+            notes = {name: values[j] for name, values in found.items()}
+            for name, value in notes.items():
+                annotated[name][i] = value
+            rejection = self.decide(Doc(texts[i], norm_chars[i] or 0, notes))
             if rejection is not None:
                 columns["reject_stage"][i] = "filter"
                 columns["reject_reason"][i] = rejection.reason
                 columns["reject_value"][i] = rejection.value
                 columns["reject_detail"][i] = rejection.detail
-        for name, values in columns.items():
+        for name, values in {**columns, **annotated}.items():
             field = table.schema.field(name)
             table = table.set_column(table.schema.get_field_index(name), field, pa.array(values, field.type))
         return table

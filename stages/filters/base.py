@@ -17,6 +17,12 @@ class Rejection:
 
 class Filter(ABC):
     name: str = ""
+    # Columns the filter computes for a whole batch at once (see `annotate`) and keeps.
+    annotations: tuple[str, ...] = ()
+
+    def annotate(self, texts: list[str]) -> dict[str, list]:
+        """Per-batch work (a model's predictions): a list per name in `annotations`."""
+        return {}
 
     @abstractmethod
     def check(self, doc: Doc) -> Rejection | None:

@@ -29,9 +29,10 @@ def count_duplicates(items: list[str]) -> tuple[int, int]:
 
 
 class Doc:
-    def __init__(self, text: str, norm_chars: int = 0):
+    def __init__(self, text: str, norm_chars: int = 0, annotations: dict | None = None):
         self.text = text
         self.norm_chars = norm_chars
+        self.annotations = annotations or {}
 
     @cached_property
     def lines(self) -> list[str]:
