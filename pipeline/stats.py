@@ -200,7 +200,7 @@ def summary_text(stats: dict) -> str:
         lines.append("rejected by reason:")
         for stage, reasons in sorted(stats["rejected_by_reason"].items()):
             for reason, e in sorted(reasons.items()):
-                lines.append(f"  {stage:<8} {reason:<22}{e['documents']:>10} docs {e['bytes'] / 1e6:>10.2f} MB")
+                lines.append(f"  {stage:<8} {reason:<36}{e['documents']:>8} docs {e['bytes'] / 1e6:>9.2f} MB")
     c = stats["conservation"]
     verdict = "holds" if c["holds"] else "VIOLATED"
     lines.append("")

@@ -118,3 +118,20 @@ def test_first_objecting_filter_decides():
     assert stage.decide(Doc("short", norm_chars=5)).reason == "length.too_short"
     assert stage.decide(Doc("word " * 20, norm_chars=99)).reason == "gopher_quality.too_few_words"
     assert FilterStage({"gopher_quality": {"enabled": False}}).filters == []
+
+
+def test_c4_rules():
+    from slimpipe.stages.filters.c4 import C4Quality
+
+    c4 = C4Quality()
+    assert c4.check(Doc(STORY)).value == 4  # four sentences
+    assert c4.check(Doc(STORY + " Then the long winter came.")) is None
+    assert c4.check(Doc(STORY + " Lorem ipsum dolor sit amet.")).reason == "c4.lorem_ipsum"
+    assert c4.check(Doc(STORY + "\nfunction f() { return 1; }")).reason == "c4.curly_bracket"
+    menu = "\n".join(["Home", "About us", "Contact", "Please enable JavaScript to view this page.",
+                      "This site uses cookies to improve your experience.", "Read more..."])
+    rejection = c4.check(Doc(menu))
+    assert rejection.reason == "c4.too_few_sentences" and rejection.value == 0
+    cited = "\n".join(f"Paris is the capital of France and its largest city.[{i}]" for i in range(5))
+    assert c4.check(Doc(cited)) is None  # citation marks do not hide the terminal punctuation
+    assert C4Quality(min_sentences=6).check(Doc(cited)).value == 5

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from slimpipe.stages.filters.base import Filter, Rejection
+from slimpipe.stages.filters.c4 import C4Quality
 from slimpipe.stages.filters.doc import Doc
 from slimpipe.stages.filters.fineweb import FineWebQuality
 from slimpipe.stages.filters.gopher import GopherQuality, GopherRepetition
@@ -18,6 +19,7 @@ FILTERS: dict[str, type[Filter]] = {
     "language": LanguageFilter,
     "gopher_quality": GopherQuality,
     "gopher_repetition": GopherRepetition,
+    "c4": C4Quality,
     "fineweb": FineWebQuality,
 }
 
