@@ -74,6 +74,20 @@ def _cmd_dups(args) -> int:
     return 0
 
 
+def _cmd_train_quality(args) -> int:
+    from slimpipe.stages.filters.quality import train
+
+    try:
+        result = train(args.positive, args.negative, args.output, text_field=args.text_field,
+                       holdout=args.holdout, epoch=args.epoch, lr=args.lr, word_ngrams=args.word_ngrams,
+                       dim=args.dim, seed=args.seed)
+    except ConfigError as exc:
+        print(f"slimpipe: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slimpipe", description=__doc__)
     p.add_argument("--version", action="version", version=f"slimpipe {__version__}")
@@ -101,6 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--sample", type=int, default=5, metavar="N", help="show N clusters")
     d.add_argument("--cluster", metavar="ID", help="show one cluster by id")
     d.set_defaults(func=_cmd_dups)
+
+    q = sub.add_parser("train-quality", help="train a fastText quality classifier for filters.quality")
+    q.add_argument("--positive", nargs="+", required=True, metavar="PATH", help="good examples (JSONL, Parquet)")
+    q.add_argument("--negative", nargs="+", required=True, metavar="PATH", help="bad examples")
+    q.add_argument("--output", required=True, help="the model file to write (.bin)")
+    q.add_argument("--text-field", default="text")
+    q.add_argument("--holdout", type=float, default=0.1, help="share of examples held out to score the model")
+    q.add_argument("--epoch", type=int, default=5)
+    q.add_argument("--lr", type=float, default=0.5)
+    q.add_argument("--word-ngrams", type=int, default=2)
+    q.add_argument("--dim", type=int, default=64)
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=_cmd_train_quality)
     return p
 
 

@@ -25,6 +25,7 @@ RECORD = pa.schema(
         ("norm_chars", pa.int64()),  # characters of the normalised text (the length rule's measure)
         ("language", pa.string()),  # language ID, where the language filter ran
         ("language_score", pa.float32()),
+        ("quality_score", pa.float32()),  # the quality classifier's score, where it ran
         ("text_hash", pa.binary(16)),  # blake2b-128 of the normalised text (exact dedup key)
         ("reject_stage", pa.string()),
         ("reject_reason", pa.string()),
@@ -44,6 +45,7 @@ DOCUMENT = pa.schema(
         ("line", pa.int64()),
         ("language", pa.string()),
         ("language_score", pa.float32()),
+        ("quality_score", pa.float32()),
     ]
 )
 
@@ -63,6 +65,7 @@ REJECTED = pa.schema(
         ("utf8_repaired", pa.bool_()),
         ("language", pa.string()),
         ("language_score", pa.float32()),
+        ("quality_score", pa.float32()),
     ]
 )
 

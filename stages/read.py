@@ -130,6 +130,7 @@ class BatchBuilder:
                 "norm_chars": pa.nulls(n, pa.int64()),
                 "language": pa.nulls(n, pa.string()),
                 "language_score": pa.nulls(n, pa.float32()),
+                "quality_score": pa.nulls(n, pa.float32()),
                 "text_hash": pa.nulls(n, pa.binary(16)),
                 "reject_stage": pa.array(["read" if r else None for r in c["reject_reason"]], pa.string()),
                 "reject_reason": pa.array(c["reject_reason"], pa.string()),

@@ -41,6 +41,7 @@ def rejected_rows(table: pa.Table) -> pa.Table:
             "utf8_repaired": table["utf8_repaired"],
             "language": table["language"],
             "language_score": table["language_score"],
+            "quality_score": table["quality_score"],
         },
         schema=REJECTED,
     )

@@ -13,6 +13,7 @@ from slimpipe.stages.filters.fineweb import FineWebQuality
 from slimpipe.stages.filters.gopher import GopherQuality, GopherRepetition
 from slimpipe.stages.filters.language import LanguageFilter
 from slimpipe.stages.filters.length import LengthFilter
+from slimpipe.stages.filters.quality import QualityFilter
 
 FILTERS: dict[str, type[Filter]] = {
     "length": LengthFilter,
@@ -21,6 +22,7 @@ FILTERS: dict[str, type[Filter]] = {
     "gopher_repetition": GopherRepetition,
     "c4": C4Quality,
     "fineweb": FineWebQuality,
+    "quality": QualityFilter,
 }
 
 

