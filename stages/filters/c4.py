@@ -31,7 +31,8 @@ class C4Quality(Filter):
         """Sentences on a line that passes the line rules, else 0."""
         line = line.strip()
         words = line.split()
-        if len(words) < self.min_words or any(len(w) > self.max_word_length for w in words):
+        if len(words) < self.min_words or (
+                len(line) > self.max_word_length and max(map(len, words)) > self.max_word_length):
             return 0
         if self.citations:
             line = _CITATION.sub("", line)
@@ -48,7 +49,11 @@ class C4Quality(Filter):
             return self.reject("lorem_ipsum", 1, 'the page contains "lorem ipsum"')
         if self.curly and "{" in doc.text:
             return self.reject("curly_bracket", 1, "the page contains a curly bracket")
-        sentences = sum(self._good_line_sentences(line) for line in doc.lines)
+        sentences = 0
+        for line in doc.lines:
+            sentences += self._good_line_sentences(line)
+            if sentences >= self.min_sentences:
+                return None  # the page rules were checked above; enough sentences seen
         if sentences < self.min_sentences:
             return self.reject("too_few_sentences", sentences,
                                f"{sentences} sentences on lines that pass C4's line rules, under {self.min_sentences}")

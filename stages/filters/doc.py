@@ -102,18 +102,30 @@ class Doc:
 
     def duplicate_ngram_chars(self, n: int) -> int:
         """Characters of n-grams that repeat an earlier n-gram, scanning left to right and
-        skipping past each repeat (so overlapping repeats are not counted twice)."""
+        skipping past each repeat (so overlapping repeats are not counted twice).
+
+        The scan visits only the positions whose n-gram occurred before: every other position
+        holds the first of its kind and is simply remembered, unless a skip covers it."""
         if n >= self._repeats_from:
             return 0
         h, chars = self.ngrams(n)
-        seen: set[int] = set()
-        total, i = 0, 0
-        hashes = h.tolist()
-        while i < len(hashes):
-            if hashes[i] in seen:
-                total += int(chars[i])
-                i += n
+        _, first_index, inverse = np.unique(h, return_index=True, return_inverse=True)
+        first = first_index[inverse]  # where each position's n-gram first occurs
+        repeats = np.flatnonzero(first < np.arange(len(h)))
+        hashes, firsts = h.tolist(), first.tolist()
+        skipped_firsts: set[int] = set()  # n-grams whose first occurrence a skip passed over
+        remembered_later: set[int] = set()  # n-grams remembered at a later occurrence
+        total, skip_until = 0, 0
+        for p in repeats.tolist():
+            if p < skip_until:
+                continue
+            x = hashes[p]
+            if x in remembered_later or x not in skipped_firsts:
+                total += int(chars[p])
+                skip_until = p + n
+                for q in range(p + 1, min(skip_until, len(hashes))):
+                    if firsts[q] == q:
+                        skipped_firsts.add(hashes[q])
             else:
-                seen.add(hashes[i])
-                i += 1
+                remembered_later.add(x)
         return total

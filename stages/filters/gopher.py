@@ -56,7 +56,7 @@ class GopherQuality(Filter):
         ratio = doc.alpha_words / len(doc.words)
         if ratio < self.min_alpha:
             return self.reject("few_alpha_words", ratio, f"{ratio:.0%} of words have a letter, under {self.min_alpha:.0%}")
-        stops = sum(1 for w in doc.words if w.lower() in self.stop_words)
+        stops = sum(map(self.stop_words.__contains__, doc.text.lower().split()))
         if stops < self.min_stop_words:
             return self.reject("few_stop_words", stops, f"{stops} stop words, under {self.min_stop_words}")
         return None
