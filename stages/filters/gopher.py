@@ -79,18 +79,14 @@ class GopherRepetition(Filter):
         size = len(doc.text)
         if size == 0:
             return None  # nothing can repeat; an empty text is the length rule's to judge
-        paragraphs = doc.paragraphs
-        dups, chars = count_duplicates(paragraphs)
-        if dups / len(paragraphs) > self.max_dup_para:
-            return self.reject("dup_paragraphs", dups / len(paragraphs), f"{dups} of {len(paragraphs)} paragraphs repeat")
-        if chars / size > self.max_dup_para_chars:
-            return self.reject("dup_paragraph_chars", chars / size, f"{chars / size:.0%} of characters in repeated paragraphs")
-        lines = doc.lines
-        dups, chars = count_duplicates(lines)
-        if dups / len(lines) > self.max_dup_line:
-            return self.reject("dup_lines", dups / len(lines), f"{dups} of {len(lines)} lines repeat")
-        if chars / size > self.max_dup_line_chars:
-            return self.reject("dup_line_chars", chars / size, f"{chars / size:.0%} of characters in repeated lines")
+        for unit, items, max_frac, max_char_frac in (
+                ("paragraph", doc.paragraphs, self.max_dup_para, self.max_dup_para_chars),
+                ("line", doc.lines, self.max_dup_line, self.max_dup_line_chars)):
+            dups, chars = count_duplicates(items)
+            if dups / len(items) > max_frac:
+                return self.reject(f"dup_{unit}s", dups / len(items), f"{dups} of {len(items)} {unit}s repeat")
+            if chars / size > max_char_frac:
+                return self.reject(f"dup_{unit}_chars", chars / size, f"{chars / size:.0%} of characters in repeated {unit}s")
         for n, limit in self.top:
             frac = doc.top_ngram_chars(n) / size
             if frac > limit:
