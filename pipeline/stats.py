@@ -93,6 +93,7 @@ def collect_stats(rd, chunks) -> dict:
 
     src = defaultdict(lambda: defaultdict(int))
     reasons = defaultdict(lambda: defaultdict(lambda: {"documents": 0, "bytes": 0}))
+    source_reasons = defaultdict(lambda: defaultdict(int))
     cross = defaultdict(lambda: defaultdict(int))
     for r in kept:
         s = src[r["source"]]
@@ -111,13 +112,15 @@ def collect_stats(rd, chunks) -> dict:
         entry = reasons[stage][r["reason"]]
         entry["documents"] += r["count"]
         entry["bytes"] += r["bytes"] or 0
+        source_reasons[r["source"]][f"{stage}: {r['reason']}"] += r["count"]
     for r in dups:
         s = src[r["source"]]
         s["dup_docs"] += r["count"]
         s["dup_bytes"] += r["bytes"] or 0
         cross[r["source"]][r["kept_source"]] += r["count"]
 
-    sources = {name: _source_stats(s) for name, s in sorted(src.items())}
+    sources = {name: {**_source_stats(s), "rejected_by_reason": dict(sorted(source_reasons[name].items()))}
+               for name, s in sorted(src.items())}
     totals = _source_stats({k: sum(s.get(k, 0) for s in src.values()) for k in {k for s in src.values() for k in s}})
     n_rejected = sum(e["documents"] for st in reasons.values() for e in st.values())
     n_dups = sum(s.get("dup_docs", 0) for s in src.values())
