@@ -9,8 +9,10 @@ from functools import cached_property
 import numpy as np
 
 _PARAGRAPH_BREAK = re.compile(r"\n{2,}")
-_WORD_WITH_WORD_CHAR = re.compile(r"\S*\w\S*")
-_WORD_WITH_LETTER = re.compile(r"\S*[^\W\d_]\S*")
+# Whole whitespace-separated tokens without a letter or digit, and without a letter: the regex
+# engine only lingers on the few tokens that qualify.
+_TOKEN_WITHOUT_WORD_CHAR = re.compile(r"(?<!\S)[^\w\s]+(?!\S)")
+_TOKEN_WITHOUT_LETTER = re.compile(r"(?<!\S)(?:[^\s\w]|[\d_])+(?!\S)")
 # Odd 64-bit multiplier of the rolling n-gram hash (wraps around modulo 2**64).
 _HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
 
@@ -47,14 +49,16 @@ class Doc:
         return self.text.split()
 
     @cached_property
-    def content_words(self) -> list[str]:
-        """Words with at least one letter or digit (tokens of punctuation alone left out)."""
-        return _WORD_WITH_WORD_CHAR.findall(self.text)
+    def content_words(self) -> tuple[int, int]:
+        """(count, total characters) of the words with a letter or digit (tokens of punctuation
+        alone left out)."""
+        punct = _TOKEN_WITHOUT_WORD_CHAR.findall(self.text)
+        return len(self.words) - len(punct), sum(map(len, self.words)) - sum(map(len, punct))
 
     @cached_property
     def alpha_words(self) -> int:
         """How many words hold a letter."""
-        return len(_WORD_WITH_LETTER.findall(self.text))
+        return len(self.words) - len(_TOKEN_WITHOUT_LETTER.findall(self.text))
 
     @cached_property
     def _ngram_base(self) -> tuple[np.ndarray, np.ndarray]:
@@ -70,22 +74,46 @@ class Doc:
         """The smallest n from which no word n-gram repeats (a repeated n-gram repeats its
         prefixes, so none repeats beyond)."""
         for n in (2, 5):
-            h, _ = self.ngrams(n)
-            if len(set(h.tolist())) == len(h):
+            if self.max_ngram_count(n) <= 1:
                 return n
         return 11
 
+    @cached_property
+    def _ngrams(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        return {}
+
     def ngrams(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(hash, character length as "w1 w2 ... wn") of every word n-gram, in order."""
-        ids, cum = self._ngram_base
-        count = len(ids) - n + 1
-        if count <= 0:
-            return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-        h = ids[:count].copy()
-        for k in range(1, n):
-            h = h * _HASH_MUL + ids[k : k + count]
-        chars = cum[n : n + count] - cum[:count] + (n - 1)
-        return h, chars
+        """(hash, character length as "w1 w2 ... wn") of every word n-gram, in order. Each n's
+        hashes extend the (n-1)-grams' by one word."""
+        if n not in self._ngrams:
+            ids, cum = self._ngram_base
+            count = max(0, len(ids) - n + 1)
+            shorter = ids if n == 1 else self.ngrams(n - 1)[0]
+            h = shorter[:count] * _HASH_MUL + ids[n - 1 : n - 1 + count] if n > 1 else ids
+            self._ngrams[n] = (h, cum[n : n + count] - cum[:count] + (n - 1))
+        return self._ngrams[n]
+
+    @cached_property
+    def _max_counts(self) -> dict[int, int]:
+        return {}
+
+    def max_ngram_count(self, n: int) -> int:
+        """How often the most frequent n-gram occurs."""
+        if n not in self._max_counts:
+            h, _ = self.ngrams(n)
+            if len(h) < 2:
+                self._max_counts[n] = len(h)
+            else:
+                ordered = np.sort(h)
+                edges = np.flatnonzero(ordered[1:] != ordered[:-1])
+                self._max_counts[n] = int(np.diff(np.concatenate(([-1], edges, [len(ordered) - 1]))).max())
+        return self._max_counts[n]
+
+    def top_ngram_bound(self, n: int) -> int:
+        """An upper bound of top_ngram_chars(n), cheap: the highest count of any n-gram times the
+        longest n-gram."""
+        h, chars = self.ngrams(n)
+        return self.max_ngram_count(n) * int(chars.max()) if len(h) else 0
 
     def top_ngram_chars(self, n: int) -> int:
         """Characters covered by the most frequent n-gram: its length times its count (the first
