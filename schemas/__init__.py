@@ -5,6 +5,13 @@ import pyarrow as pa
 
 CONFIG_SCHEMA_PATH = Path(__file__).with_name("config.schema.json")
 
+# Scores that filters compute and that stay with a document wherever it ends up.
+SCORES = [
+    ("language", pa.string()),  # language ID, where the language filter ran
+    ("language_score", pa.float32()),
+    ("quality_score", pa.float32()),  # the quality classifier's score, where it ran
+]
+
 # A record as it travels between the read, clean and filter stages. Rows rejected on the way
 # travel on with `reject_stage`/`reject_reason` set, so that nothing can drop out unseen.
 RECORD = pa.schema(
@@ -23,9 +30,7 @@ RECORD = pa.schema(
         ("utf8_repaired", pa.bool_()),
         ("changed_by_clean", pa.bool_()),
         ("norm_chars", pa.int64()),  # characters of the normalised text (the length rule's measure)
-        ("language", pa.string()),  # language ID, where the language filter ran
-        ("language_score", pa.float32()),
-        ("quality_score", pa.float32()),  # the quality classifier's score, where it ran
+        *SCORES,
         ("text_hash", pa.binary(16)),  # blake2b-128 of the normalised text (exact dedup key)
         ("reject_stage", pa.string()),
         ("reject_reason", pa.string()),
@@ -34,20 +39,8 @@ RECORD = pa.schema(
     ]
 )
 
-DOCUMENT = pa.schema(
-    [
-        ("id", pa.string()),
-        ("text", pa.large_string()),
-        ("source", pa.string()),
-        ("url", pa.string()),
-        ("meta", pa.string()),
-        ("file", pa.string()),
-        ("line", pa.int64()),
-        ("language", pa.string()),
-        ("language_score", pa.float32()),
-        ("quality_score", pa.float32()),
-    ]
-)
+DOCUMENT = pa.schema([RECORD.field(name) for name in
+                      ("id", "text", "source", "url", "meta", "file", "line", *(n for n, _ in SCORES))])
 
 REJECTED = pa.schema(
     [
@@ -63,9 +56,7 @@ REJECTED = pa.schema(
         ("raw", pa.large_binary()),
         ("bytes", pa.int64()),  # UTF-8 bytes of the text as read
         ("utf8_repaired", pa.bool_()),
-        ("language", pa.string()),
-        ("language_score", pa.float32()),
-        ("quality_score", pa.float32()),
+        *SCORES,
     ]
 )
 
@@ -83,7 +74,3 @@ DUPLICATE = pa.schema(
         ("line", pa.int64()),
     ]
 )
-
-
-def empty(schema: pa.Schema) -> pa.Table:
-    return schema.empty_table()
