@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import re
 import time
+from typing import NamedTuple
 
 import pyarrow as pa
 
@@ -15,6 +16,12 @@ from slimpipe.storage import (exists, join, list_files, read_json, remove_stale_
                               write_json_atomic)
 
 _PART = re.compile(r"^(\d+)-(\d+)-(\d+)-(\d+)\.parquet$")  # first line, rows, kept rows, kept bytes
+
+
+class KeptPart(NamedTuple):
+    first_line: int
+    rows: int
+    text_bytes: int
 
 
 class RunConflict(RuntimeError):
@@ -130,26 +137,21 @@ class RunDir:
             if info.base_name.rsplit("-", 1)[0] in keys:  # CHUNK-LINE.parquet
                 self.fs.delete_file(info.path)
 
-    def kept_parts(self) -> dict[str, int]:
-        """The parts that hold kept rows, with the text bytes each holds."""
+    def kept_parts(self) -> dict[str, KeptPart]:
+        """The parts that hold kept rows, read off their names (one listing, no file opened)."""
         out = {}
         for info in list_files(self.fs, join(self.work, "filtered"), recursive=True):
             m = _PART.match(info.base_name)
             if m and int(m.group(3)) > 0:
-                out[info.path] = int(m.group(4))
+                out[info.path] = KeptPart(int(m.group(1)), int(m.group(3)), int(m.group(4)))
         return out
 
-    def kept_parts_in_order(self, chunks: list[Chunk]) -> list[tuple[str, str, int]]:
-        """(chunk, part path, text bytes) for every part with kept rows, in input order."""
+    @staticmethod
+    def in_input_order(parts: dict[str, KeptPart], chunks: list[Chunk]) -> list[tuple[str, str, int]]:
+        """(chunk, part path, text bytes) for the given parts, in input order."""
         rank = {c.key: i for i, c in enumerate(chunks)}
-        parts = []
-        for path, nbytes in self.kept_parts().items():
-            chunk, name = path.rsplit("/", 2)[-2:]
-            parts.append((rank[chunk], int(_PART.match(name).group(1)), chunk, path, nbytes))
-        return [(chunk, path, nbytes) for _, _, chunk, path, nbytes in sorted(parts)]
-
-    def kept_rows(self) -> int:
-        return sum(int(_PART.match(p.rsplit("/", 1)[1]).group(3)) for p in self.kept_parts())
+        ordered = sorted(parts.items(), key=lambda kv: (rank[kv[0].rsplit("/", 2)[-2]], kv[1].first_line))
+        return [(path.rsplit("/", 2)[-2], path, part.text_bytes) for path, part in ordered]
 
     # --- documents shards -------------------------------------------------------------------
 

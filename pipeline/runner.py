@@ -201,12 +201,13 @@ def _stage_dedup(rd: RunDir, config) -> None:
         return
     rd.clear("duplicates")
     rd.clear("_work", "dupsets")
-    parts = sorted(rd.kept_parts())
+    kept = rd.kept_parts()
+    parts = sorted(kept)
     if not config["dedup"]["exact"]["enabled"] or not parts:
         rd.set_stage("exact_dedup", status="done", partitions=0)
         return
     # Bound each reducer's share of the index to about a million rows (~100 MB).
-    partitions = max(1, math.ceil(rd.kept_rows() / 1_000_000))
+    partitions = max(1, math.ceil(sum(p.rows for p in kept.values()) / 1_000_000))
     level = config["output"]["compression_level"]
     ds = read_parquet_files(rd.uri_of(), parts, columns=INDEX_COLUMNS)
     ds = ds.map_batches(_index_partition, fn_kwargs={"partitions": partitions},
@@ -227,7 +228,7 @@ def _stage_write(rd: RunDir, chunks, config) -> None:
     if exists(rd.fs, plan_path):
         shards = read_json(rd.fs, plan_path)["shards"]
     else:
-        shards = plan_shards(rd.kept_parts_in_order(chunks), config["output"]["shard_bytes"])
+        shards = plan_shards(rd.in_input_order(rd.kept_parts(), chunks), config["output"]["shard_bytes"])
         write_json_atomic(rd.fs, plan_path, {"shards": shards})
     done = rd.done_shards()
     todo = [s for s in shards if s["index"] not in done]

@@ -88,8 +88,10 @@ class Doc:
         if n not in self._ngrams:
             ids, cum = self._ngram_base
             count = max(0, len(ids) - n + 1)
-            shorter = ids if n == 1 else self.ngrams(n - 1)[0]
-            h = shorter[:count] * _HASH_MUL + ids[n - 1 : n - 1 + count] if n > 1 else ids
+            if n == 1:
+                h = ids
+            else:
+                h = self.ngrams(n - 1)[0][:count] * _HASH_MUL + ids[n - 1 : n - 1 + count]
             self._ngrams[n] = (h, cum[n : n + count] - cum[:count] + (n - 1))
         return self._ngrams[n]
 
