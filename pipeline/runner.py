@@ -1,7 +1,9 @@
 """Runs the stages on Ray in order, resuming from what the run directory already holds:
 
-    read -> clean -> normalise -> filter -> parts   (streaming, one fused task per chunk)
+    read -> clean -> normalise -> filter -> MinHash signatures -> parts   (streaming, one fused
+        task per chunk)
     index of parts -> shuffle on text hash -> duplicates, and per chunk the lines they hold
+    signatures in the parts -> LSH, verification, components, survivors (pipeline/near.py)
     parts minus duplicate lines -> documents shards (streamed, in input order)
     outputs -> statistics (Ray tasks aggregating files) -> stats.json, report.html
 """
@@ -18,10 +20,12 @@ import pyarrow.compute as pc
 import ray
 
 from slimpipe import inputs as inputs_mod
+from slimpipe.near import stage_near_dedup
 from slimpipe.rundir import RunDir
 from slimpipe.stages.clean import Cleaner
 from slimpipe.stages.exact_dedup import INDEX_COLUMNS, add_partition, find_duplicates
 from slimpipe.stages.filters import FilterStage
+from slimpipe.stages.minhash import SignStage
 from slimpipe.stages.normalize import Normalizer
 from slimpipe.stages.read import read_dataset
 from slimpipe.stages.write import PartWriter, plan_shards, write_document_shard
@@ -67,12 +71,16 @@ def _clean(table: pa.Table, clean_cfg: dict) -> pa.Table:
     return Cleaner(clean_cfg)(table)
 
 
-def _normalize(table: pa.Table, hash_normalized: bool) -> pa.Table:
-    return Normalizer(hash_normalized)(table)
+def _normalize(table: pa.Table, hash_normalized: bool, keep_normalized: bool) -> pa.Table:
+    return Normalizer(hash_normalized, keep_normalized)(table)
 
 
 def _filter(table: pa.Table, filters_cfg: dict) -> pa.Table:
     return FilterStage(filters_cfg)(table)
+
+
+def _sign(table: pa.Table, near_cfg: dict) -> pa.Table:
+    return SignStage(near_cfg)(table)
 
 
 def _write_parts(table: pa.Table, run_uri: str, work_uri: str, level: int) -> pa.Table:
@@ -131,6 +139,9 @@ def run(config: dict) -> dict:
         _stage_dedup(rd, config)
         timings["exact_dedup"] = time.time() - t
         t = time.time()
+        stage_near_dedup(rd, chunks, config, _cpus())
+        timings["near_dedup"] = time.time() - t
+        t = time.time()
         _stage_write(rd, chunks, config)
         timings["write"] = time.time() - t
         t = time.time()
@@ -177,9 +188,12 @@ def _stage_filter(rd: RunDir, chunks, config) -> None:
     ds = read_dataset(todo, config["input"], rd.uri_of("_work"))
     common = dict(batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
     ds = ds.map_batches(_clean, fn_kwargs={"clean_cfg": config["clean"]}, **common)
-    ds = ds.map_batches(_normalize, fn_kwargs={"hash_normalized": config["dedup"]["exact"]["normalized"]},
-                        **common)
+    near = config["dedup"]["near"]
+    ds = ds.map_batches(_normalize, fn_kwargs={"hash_normalized": config["dedup"]["exact"]["normalized"],
+                                               "keep_normalized": near["enabled"]}, **common)
     ds = ds.map_batches(_filter, fn_kwargs={"filters_cfg": config["filters"]}, **common)
+    if near["enabled"]:
+        ds = ds.map_batches(_sign, fn_kwargs={"near_cfg": near}, **common)
     ds = ds.map_batches(_write_parts, fn_kwargs={"run_uri": rd.uri_of(), "work_uri": rd.uri_of("_work"),
                                                  "level": config["output"]["compression_level"]}, **common)
     for _ in ds.iter_batches(batch_size=None):
@@ -191,8 +205,12 @@ def _stage_filter(rd: RunDir, chunks, config) -> None:
     rd.set_stage("read_clean_filter", status="done")
 
 
+def _cpus() -> int:
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
 def _reducers(partitions: int) -> int:
-    return max(1, min(partitions, int(ray.cluster_resources().get("CPU", 1))))
+    return max(1, min(partitions, _cpus()))
 
 
 def _stage_dedup(rd: RunDir, config) -> None:
@@ -200,7 +218,11 @@ def _stage_dedup(rd: RunDir, config) -> None:
     if rd.state["stages"].get("exact_dedup", {}).get("status") == "done":
         return
     rd.clear("duplicates")
+    rd.clear("clusters")
     rd.clear("_work", "dupsets")
+    rd.clear("_work", "near_dupsets")
+    rd.clear("_work", "near")
+    rd.state["stages"].pop("near_dedup", None)  # near-dedup works on what exact dedup leaves
     kept = rd.kept_parts()
     parts = sorted(kept)
     if not config["dedup"]["exact"]["enabled"] or not parts:

@@ -39,7 +39,11 @@ def _rejected_columns(t: pa.Table) -> pa.Table:
 
 
 def _dup_columns(t: pa.Table) -> pa.Table:
-    return t.select(["source", "kept_source", "bytes"])
+    return t.select(["source", "kept_source", "kind", "bytes"])
+
+
+def _cluster_columns(t: pa.Table) -> pa.Table:
+    return t.select(["size"])
 
 
 _KINDS = {
@@ -47,7 +51,9 @@ _KINDS = {
              ["source"], ["bytes_read", "bytes_clean", "utf8_repaired", "changed"]),
     "rejected": (["source", "stage", "reason", "bytes", "text", "utf8_repaired"], _rejected_columns,
                  ["source", "stage", "reason"], ["bytes", "bytes_clean", "utf8_repaired"]),
-    "duplicates": (["source", "kept_source", "bytes"], _dup_columns, ["source", "kept_source"], ["bytes"]),
+    "duplicates": (["source", "kept_source", "kind", "bytes"], _dup_columns, ["source", "kept_source", "kind"],
+                   ["bytes"]),
+    "clusters": (["size"], _cluster_columns, ["size"], []),
 }
 
 
@@ -94,7 +100,7 @@ def collect_stats(rd, chunks) -> dict:
     src = defaultdict(lambda: defaultdict(int))
     reasons = defaultdict(lambda: defaultdict(lambda: {"documents": 0, "bytes": 0}))
     source_reasons = defaultdict(lambda: defaultdict(int))
-    cross = defaultdict(lambda: defaultdict(int))
+    cross = {kind: defaultdict(lambda: defaultdict(int)) for kind in ("exact", "near")}
     for r in kept:
         s = src[r["source"]]
         s["kept_docs"] += r["count"]
@@ -115,15 +121,15 @@ def collect_stats(rd, chunks) -> dict:
         source_reasons[r["source"]][f"{stage}: {r['reason']}"] += r["count"]
     for r in dups:
         s = src[r["source"]]
-        s["dup_docs"] += r["count"]
-        s["dup_bytes"] += r["bytes"] or 0
-        cross[r["source"]][r["kept_source"]] += r["count"]
+        s[f"{r['kind']}_docs"] += r["count"]
+        s[f"{r['kind']}_bytes"] += r["bytes"] or 0
+        cross[r["kind"]][r["source"]][r["kept_source"]] += r["count"]
 
     sources = {name: {**_source_stats(s), "rejected_by_reason": dict(sorted(source_reasons[name].items()))}
                for name, s in sorted(src.items())}
     totals = _source_stats({k: sum(s.get(k, 0) for s in src.values()) for k in {k for s in src.values() for k in s}})
     n_rejected = sum(e["documents"] for st in reasons.values() for e in st.values())
-    n_dups = sum(s.get("dup_docs", 0) for s in src.values())
+    n_dups = sum(s.get("exact_docs", 0) + s.get("near_docs", 0) for s in src.values())
     conservation = {
         "input_records": input_records,
         "kept": manifest["rows"],
@@ -136,11 +142,33 @@ def collect_stats(rd, chunks) -> dict:
         "totals": totals,
         "sources": sources,
         "rejected_by_reason": {st: dict(v) for st, v in reasons.items()},
-        "duplicates_cross_source": {a: dict(b) for a, b in cross.items()},
+        "duplicates_cross_source": {kind: {a: dict(b) for a, b in m.items()} for kind, m in cross.items()},
+        "near_dedup": _near_stats(rd),
         "output": {"documents": manifest["rows"], "text_bytes": manifest["text_bytes"],
                    "shards": len(manifest["shards"])},
         "chunks": {"planned": len(chunks), "read": sum(1 for c in chunks if c.key in records)},
     }
+
+
+def _near_stats(rd) -> dict:
+    """The banding and its S-curve, the step figures, and the cluster-size distribution."""
+    info = rd.state["stages"].get("near_dedup", {})
+    sizes = {r["size"]: r["count"] for r in _group(rd, rd.files("clusters"), "clusters")}
+    bins = [(2, 2), (3, 5), (6, 10), (11, 100), (101, 1000), (1001, None)]
+    histogram = {(f"{lo}" if lo == hi else f"{lo}-{hi}" if hi else f">{lo - 1}"):
+                 sum(c for z, c in sizes.items() if z >= lo and (hi is None or z <= hi)) for lo, hi in bins}
+    return {
+        **{k: info[k] for k in ("banding", "lsh", "verify", "components") if k in info},
+        "clusters": sum(sizes.values()),
+        "largest_cluster": max(sizes, default=0),
+        "cluster_sizes": histogram,
+    }
+
+
+def _dedup_stage(docs_in: int, bytes_in: int, docs: int, nbytes: int) -> dict:
+    return {"documents_in": docs_in, "documents_out": docs_in - docs, "bytes_in": bytes_in,
+            "bytes_out": bytes_in - nbytes, "duplicates": docs, "bytes_removed": nbytes,
+            "byte_duplication_pct": round(100 * nbytes / bytes_in, 3) if bytes_in else 0.0}
 
 
 def _source_stats(s) -> dict:
@@ -151,7 +179,11 @@ def _source_stats(s) -> dict:
     clean_in_bytes = bytes_read - g("rej_read_bytes_read")
     clean_out_bytes = g("kept_bytes_clean") + g("rej_filter_bytes_clean")
     dedup_in_docs, dedup_in_bytes = g("kept_docs"), g("kept_bytes_clean")
-    out_docs, out_bytes = dedup_in_docs - g("dup_docs"), dedup_in_bytes - g("dup_bytes")
+    exact = _dedup_stage(dedup_in_docs, dedup_in_bytes, g("exact_docs"), g("exact_bytes"))
+    near = _dedup_stage(exact["documents_out"], exact["bytes_out"], g("near_docs"), g("near_bytes"))
+    both = _dedup_stage(dedup_in_docs, dedup_in_bytes, g("exact_docs") + g("near_docs"),
+                        g("exact_bytes") + g("near_bytes"))
+    out_docs, out_bytes = both["documents_out"], both["bytes_out"]
     return {
         "read": {"records": records, "bytes": bytes_read, "rejected": g("rej_read_docs"),
                  "utf8_repaired": g("utf8_repaired")},
@@ -160,11 +192,9 @@ def _source_stats(s) -> dict:
         "filter": {"documents_in": clean_in_docs, "documents_out": dedup_in_docs,
                    "bytes_in": clean_out_bytes, "bytes_out": dedup_in_bytes,
                    "rejected": g("rej_filter_docs")},
-        "exact_dedup": {"documents_in": dedup_in_docs, "documents_out": out_docs,
-                        "bytes_in": dedup_in_bytes, "bytes_out": out_bytes,
-                        "duplicates": g("dup_docs"), "bytes_removed": g("dup_bytes"),
-                        "byte_duplication_pct": round(100 * g("dup_bytes") / dedup_in_bytes, 3)
-                        if dedup_in_bytes else 0.0},
+        "exact_dedup": exact,
+        "near_dedup": near,
+        "dedup": both,  # the headline: bytes removed by exact and near dedup together
         "output": {"documents": out_docs, "bytes": out_bytes},
     }
 
@@ -181,9 +211,9 @@ def summary_text(stats: dict) -> str:
     for name, s in rows:
         lines.append(
             f"{name[:19]:<20}{s['read']['records']:>10}{s['read']['rejected'] + s['filter']['rejected']:>10}"
-            f"{s['exact_dedup']['duplicates']:>9}{s['output']['documents']:>10}"
+            f"{s['dedup']['duplicates']:>9}{s['output']['documents']:>10}"
             f"{s['read']['bytes'] / 1e6:>10.2f}{s['output']['bytes'] / 1e6:>10.2f}"
-            f"{s['exact_dedup']['byte_duplication_pct']:>10.2f}%"
+            f"{s['dedup']['byte_duplication_pct']:>10.2f}%"
         )
     t = stats["totals"]
     lines.append("")
@@ -194,8 +224,8 @@ def summary_text(stats: dict) -> str:
         ("clean", t["clean"]["documents"], t["clean"]["documents"], t["clean"]["bytes_in"], t["clean"]["bytes_out"]),
         ("filter", t["filter"]["documents_in"], t["filter"]["documents_out"], t["filter"]["bytes_in"],
          t["filter"]["bytes_out"]),
-        ("exact dedup", t["exact_dedup"]["documents_in"], t["exact_dedup"]["documents_out"],
-         t["exact_dedup"]["bytes_in"], t["exact_dedup"]["bytes_out"]),
+        *((f"{kind.replace('_', ' ')}", t[kind]["documents_in"], t[kind]["documents_out"],
+           t[kind]["bytes_in"], t[kind]["bytes_out"]) for kind in ("exact_dedup", "near_dedup")),
     ):
         lines.append(f"{stage:<14}{d_in:>10}{d_out:>10}{b_in / 1e6:>10.2f}{b_out / 1e6:>10.2f}")
     if stats["rejected_by_reason"]:
@@ -204,6 +234,13 @@ def summary_text(stats: dict) -> str:
         for stage, reasons in sorted(stats["rejected_by_reason"].items()):
             for reason, e in sorted(reasons.items()):
                 lines.append(f"  {stage:<8} {reason:<36}{e['documents']:>8} docs {e['bytes'] / 1e6:>9.2f} MB")
+    near = stats["near_dedup"]
+    if "banding" in near:
+        b = near["banding"]
+        lines.append("")
+        lines.append(f"near dedup: {b['bands']} bands x {b['rows']} rows (threshold {b['threshold']}); "
+                     f"{near['clusters']} clusters, largest {near['largest_cluster']}; sizes "
+                     + ", ".join(f"{k}: {v}" for k, v in near["cluster_sizes"].items() if v))
     c = stats["conservation"]
     verdict = "holds" if c["holds"] else "VIOLATED"
     lines.append("")
@@ -214,15 +251,16 @@ def summary_text(stats: dict) -> str:
 
 def _table_html(stats: dict) -> str:
     cells = ["<tr><th>source</th>" + "".join(
-        f"<th>{st} docs in</th><th>{st} docs out</th>" for st in ("filter", "exact_dedup")) +
+        f"<th>{st} docs in</th><th>{st} docs out</th>" for st in ("filter", "exact_dedup", "near_dedup")) +
         "<th>records</th><th>MB read</th><th>MB kept</th><th>byte duplication</th></tr>"]
     for name, s in list(stats["sources"].items()) + [("TOTAL", stats["totals"])]:
         cells.append(
             f"<tr><td>{html.escape(name)}</td>"
             f"<td>{s['filter']['documents_in']}</td><td>{s['filter']['documents_out']}</td>"
             f"<td>{s['exact_dedup']['documents_in']}</td><td>{s['exact_dedup']['documents_out']}</td>"
+            f"<td>{s['near_dedup']['documents_in']}</td><td>{s['near_dedup']['documents_out']}</td>"
             f"<td>{s['read']['records']}</td><td>{s['read']['bytes'] / 1e6:.2f}</td>"
-            f"<td>{s['output']['bytes'] / 1e6:.2f}</td><td>{s['exact_dedup']['byte_duplication_pct']:.2f}%</td></tr>")
+            f"<td>{s['output']['bytes'] / 1e6:.2f}</td><td>{s['dedup']['byte_duplication_pct']:.2f}%</td></tr>")
     return "<table>" + "".join(cells) + "</table>"
 
 
@@ -240,7 +278,8 @@ def _bars_svg(values: dict[str, float], unit: str) -> str:
 
 
 def report_html(stats: dict) -> str:
-    dup = {n: s["exact_dedup"]["byte_duplication_pct"] for n, s in stats["sources"].items()}
+    dup = {n: s["dedup"]["byte_duplication_pct"] for n, s in stats["sources"].items()}
+    curve = stats["near_dedup"].get("banding", {}).get("s_curve", {})
     rej = {f"{st}: {r}": e["documents"] for st, rs in stats["rejected_by_reason"].items() for r, e in rs.items()}
     c = stats["conservation"]
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>slimpipe run report</title>
@@ -249,7 +288,9 @@ def report_html(stats: dict) -> str:
 <p>Conservation {'holds' if c['holds'] else '<b>VIOLATED</b>'}: {c['input_records']} input records =
 {c['kept']} kept + {c['rejected']} rejected + {c['duplicates']} duplicates.</p>
 <h2>Per source</h2>{_table_html(stats)}
-<h2>Byte duplication per source (exact)</h2>{_bars_svg(dup, '%')}
+<h2>Byte duplication per source (exact and near)</h2>{_bars_svg(dup, '%')}
+<h2>Cluster sizes (near)</h2>{_bars_svg(stats["near_dedup"]["cluster_sizes"], '')}
+<h2>Probability of being caught by LSH, per Jaccard similarity</h2>{_bars_svg(curve, '') if curve else '<p>near dedup off</p>'}
 <h2>Rejected documents by reason</h2>{_bars_svg(rej, '') if rej else '<p>none</p>'}
 <h2>All statistics</h2><pre>{html.escape(json.dumps(stats, indent=2))}</pre>
 </body></html>"""

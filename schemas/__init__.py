@@ -32,6 +32,9 @@ RECORD = pa.schema(
         ("norm_chars", pa.int64()),  # characters of the normalised text (the length rule's measure)
         *SCORES,
         ("text_hash", pa.binary(16)),  # blake2b-128 of the normalised text (exact dedup key)
+        ("norm_text", pa.large_string()),  # the normalised text, from normalise to signatures only
+        ("minhash", pa.binary()),  # the MinHash signature, num_perm little-endian uint32 values
+        ("shingles", pa.int32()),  # shingles in the signature; 0: too short, no near-dedup
         ("reject_stage", pa.string()),
         ("reject_reason", pa.string()),
         ("reject_value", pa.float64()),  # the measured value a filter compared, where it has one
@@ -72,5 +75,17 @@ DUPLICATE = pa.schema(
         ("bytes", pa.int64()),
         ("file", pa.string()),
         ("line", pa.int64()),
+    ]
+)
+
+# One row per near-duplicate cluster (survivor included in `size`).
+CLUSTER = pa.schema(
+    [
+        ("cluster_id", pa.string()),
+        ("size", pa.int64()),
+        ("removed", pa.int64()),  # members of this run removed (earlier runs' are never removed)
+        ("kept_id", pa.string()),
+        ("kept_source", pa.string()),
+        ("sources", pa.list_(pa.string())),
     ]
 )

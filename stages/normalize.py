@@ -1,6 +1,7 @@
 """Normalise stage: SlimPajama's text normalisation (lower-case, ASCII punctuation removed,
 whitespace collapsed), computed once per document and shared by the length rule (its length)
-and exact dedup (a blake2b-128 of it). The normalised text itself is not kept."""
+and exact dedup (a blake2b-128 of it). The normalised text travels on (`norm_text`) only when
+near-dedup will shingle it; it is never written."""
 from __future__ import annotations
 
 import hashlib
@@ -25,23 +26,24 @@ def text_hash(text: str) -> bytes:
 
 
 class Normalizer:
-    """Adds `norm_chars` and `text_hash` to rows not yet rejected."""
+    """Adds `norm_chars` and `text_hash` (and `norm_text` if asked) to rows not yet rejected."""
 
-    def __init__(self, hash_normalized: bool = True):
+    def __init__(self, hash_normalized: bool = True, keep_normalized: bool = False):
         self.hash_normalized = hash_normalized
+        self.keep_normalized = keep_normalized
 
     def __call__(self, table: pa.Table) -> pa.Table:
         texts = table.column("text").to_pylist()
         live = pc.is_null(table.column("reject_stage")).to_pylist()
-        lengths, hashes = [], []
+        lengths, hashes, norms = [], [], []
         for text, ok in zip(texts, live):
-            if not ok:
-                lengths.append(None)
-                hashes.append(None)
-                continue
-            norm = normalize_text(text)
-            lengths.append(len(norm))
-            hashes.append(text_hash(norm if self.hash_normalized else text))
+            norm = normalize_text(text) if ok else None
+            norms.append(norm)
+            lengths.append(None if norm is None else len(norm))
+            hashes.append(None if norm is None else text_hash(norm if self.hash_normalized else text))
+        if self.keep_normalized:
+            table = table.set_column(table.schema.get_field_index("norm_text"), "norm_text",
+                                     pa.array(norms, pa.large_string()))
         table = table.set_column(
             table.schema.get_field_index("norm_chars"), "norm_chars", pa.array(lengths, pa.int64())
         )

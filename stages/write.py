@@ -20,8 +20,10 @@ import pyarrow.parquet as pq
 from slimpipe.schemas import DOCUMENT, RECORD, REJECTED
 from slimpipe.storage import exists, join, resolve, write_parquet_atomic
 
+DUPSET_DIRS = ("dupsets", "near_dupsets")  # per chunk, the lines dedup removed
 PART_COLUMNS = [f.name for f in RECORD if f.name not in
-                ("raw", "reject_stage", "reject_reason", "reject_value", "reject_detail")]
+                ("raw", "norm_text", "reject_stage", "reject_reason", "reject_value",
+                                  "reject_detail")]
 
 
 def rejected_rows(table: pa.Table) -> pa.Table:
@@ -121,7 +123,8 @@ class _HashingStream:
 
 def write_document_shard(shard: dict, run_uri: str, work_uri: str, compression_level: int) -> dict:
     """Stream one shard's parts into RUN/documents/part-NNNNN.parquet, without the lines listed
-    in WORK/dupsets/CHUNK.parquet; atomic. Returns the manifest entry."""
+    in WORK/dupsets/CHUNK.parquet (exact) and WORK/near_dupsets/CHUNK.parquet; atomic. Returns
+    the manifest entry."""
     fs, run = resolve(run_uri)
     _, work = resolve(work_uri)
     name = f"part-{shard['index']:05d}.parquet"
@@ -135,9 +138,9 @@ def write_document_shard(shard: dict, run_uri: str, work_uri: str, compression_l
         for chunk, part in shard["parts"]:
             table = pq.read_table(part, filesystem=fs, columns=DOCUMENT.names)
             if chunk not in dupsets:
-                dup_path = join(work, "dupsets", f"{chunk}.parquet")
-                dupsets[chunk] = (pq.read_table(dup_path, filesystem=fs)["line"]
-                                  if exists(fs, dup_path) else None)
+                lines = [pq.read_table(p, filesystem=fs)["line"] for p in
+                         (join(work, d, f"{chunk}.parquet") for d in DUPSET_DIRS) if exists(fs, p)]
+                dupsets[chunk] = pa.concat_arrays([c.combine_chunks() for c in lines]) if lines else None
             if dupsets[chunk] is not None:
                 table = table.filter(pc.invert(pc.is_in(table["line"], dupsets[chunk])))
             if table.num_rows:

@@ -112,13 +112,13 @@ def test_stats_per_source(first_run):
     s = stats["sources"]
     assert set(s) == {"web", "news", "bad"}
     # The news copy comes first by (file, line), so it survives and the web copies go.
-    assert stats["duplicates_cross_source"]["web"]["news"] >= 15
+    assert stats["duplicates_cross_source"]["exact"]["web"]["news"] >= 15
     assert s["bad"]["read"]["utf8_repaired"] == 1
     assert s["bad"]["rejected_by_reason"]["read: malformed_json"] == 1
     assert s["web"]["rejected_by_reason"]["filter: length.too_short"] >= 7
     for name, src in s.items():
         assert src["read"]["records"] == src["read"]["rejected"] + src["filter"]["rejected"] \
-            + src["exact_dedup"]["duplicates"] + src["output"]["documents"]
+            + src["exact_dedup"]["duplicates"] + src["near_dedup"]["duplicates"] + src["output"]["documents"]
     assert s["web"]["exact_dedup"]["byte_duplication_pct"] > 0
     assert stats["totals"]["output"]["documents"] == stats["output"]["documents"]
 

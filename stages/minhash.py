@@ -1,0 +1,367 @@
+"""MinHash signatures, computed for a whole batch at once by compiled kernels (numba).
+
+A document's shingles are character or word n-grams of its SlimPajama-normalised text
+(lower-case, ASCII punctuation removed, whitespace collapsed to single spaces), as UTF-8 bytes.
+Each shingle is hashed to 32 bits (`sha1`: datasketch's default `sha1_hash32`; `xxh32`:
+`xxhash.xxh32_intdigest`, seed 0) and permuted exactly as `datasketch.MinHash` does it, for
+either of its schemes (`affine32`, its default since 2.0; `legacy`, the one SlimPajama used).
+So for the same shingles, seed, hash and scheme a signature equals
+`datasketch.MinHash(...).hashvalues` bit for bit, and loads as a `LeanMinHash`
+(`to_datasketch`, `datasketch_minhash`).
+
+Documents with fewer units than one n-gram follow `short_docs`: `whole` makes the whole
+normalised text their one shingle (they can only match an identical short text); `skip` gives
+them no shingle. A document with no shingle has no signature and takes no part in near-dedup.
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+import numba as nb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+
+from slimpipe.stages.normalize import normalize_text
+
+HASHES = {"sha1": 0, "xxh32": 1}
+SCHEMES = ("affine32", "legacy")
+_M32 = np.uint64(0xFFFFFFFF)
+_MERSENNE = np.uint64((1 << 61) - 1)
+_U61 = np.uint64(61)
+_EMPTY = np.uint32(0xFFFFFFFF)  # datasketch's initial hash value (max_hash)
+
+
+@dataclass(frozen=True)
+class MinHashParams:
+    """What a signature depends on; two runs can share signatures only if these are equal."""
+
+    shingle: str = "char"  # char | word
+    ngram: int = 13
+    num_perm: int = 128
+    seed: int = 1
+    hash: str = "sha1"  # sha1 | xxh32
+    scheme: str = "legacy"  # affine32 | legacy
+    short_docs: str = "whole"  # whole | skip
+
+    @classmethod
+    def from_config(cls, near: dict) -> "MinHashParams":
+        return cls(**{k: near[k] for k in cls.__dataclass_fields__ if k in near})
+
+    def permutations(self) -> tuple[np.ndarray, np.ndarray]:
+        """datasketch's own (a, b) for this seed and scheme, as uint64 arrays."""
+        from datasketch import MinHash
+
+        a, b = MinHash(num_perm=self.num_perm, seed=self.seed, scheme=self.scheme).permutations
+        return np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64)
+
+
+# --- 32-bit shingle hashes --------------------------------------------------------------------
+
+
+def hash32(data: bytes, kind: str) -> int:
+    """The shingle hash in plain Python: the `hashfunc` to give datasketch."""
+    if kind == "sha1":
+        return struct.unpack("<I", hashlib.sha1(data).digest()[:4])[0]
+    return xxhash.xxh32_intdigest(data, 0)
+
+
+_P1, _P2, _P3, _P4, _P5 = (np.uint64(p) for p in (2654435761, 2246822519, 3266489917, 668265263, 374761393))
+
+
+@nb.njit(inline="always")
+def _rotl(x, r):
+    return ((x << np.uint64(r)) | (x >> np.uint64(32 - r))) & _M32
+
+
+@nb.njit(inline="always")
+def _read32le(data, p):
+    return (np.uint64(data[p]) | (np.uint64(data[p + 1]) << np.uint64(8))
+            | (np.uint64(data[p + 2]) << np.uint64(16)) | (np.uint64(data[p + 3]) << np.uint64(24)))
+
+
+@nb.njit(cache=True)
+def _xxh32(data, start, end):
+    p = start
+    n = end - start
+    if n >= 16:
+        v1 = (_P1 + _P2) & _M32
+        v2 = _P2
+        v3 = np.uint64(0)
+        v4 = (np.uint64(0x100000000) - _P1) & _M32
+        while p + 16 <= end:
+            v1 = (_rotl((v1 + _read32le(data, p) * _P2) & _M32, 13) * _P1) & _M32
+            v2 = (_rotl((v2 + _read32le(data, p + 4) * _P2) & _M32, 13) * _P1) & _M32
+            v3 = (_rotl((v3 + _read32le(data, p + 8) * _P2) & _M32, 13) * _P1) & _M32
+            v4 = (_rotl((v4 + _read32le(data, p + 12) * _P2) & _M32, 13) * _P1) & _M32
+            p += 16
+        h = (_rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)) & _M32
+    else:
+        h = _P5
+    h = (h + np.uint64(n)) & _M32
+    while p + 4 <= end:
+        h = (h + _read32le(data, p) * _P3) & _M32
+        h = (_rotl(h, 17) * _P4) & _M32
+        p += 4
+    while p < end:
+        h = (h + np.uint64(data[p]) * _P5) & _M32
+        h = (_rotl(h, 11) * _P1) & _M32
+        p += 1
+    h ^= h >> np.uint64(15)
+    h = (h * _P2) & _M32
+    h ^= h >> np.uint64(13)
+    h = (h * _P3) & _M32
+    h ^= h >> np.uint64(16)
+    return h
+
+
+@nb.njit(cache=True)
+def _sha1_32(data, start, end, w):
+    """The first four digest bytes of SHA-1(data[start:end]) read little-endian, as
+    datasketch's sha1_hash32. `w` is an 80-word scratch array."""
+    n = end - start
+    total = ((n + 8) // 64 + 1) * 64
+    h0 = np.uint64(0x67452301)
+    h1 = np.uint64(0xEFCDAB89)
+    h2 = np.uint64(0x98BADCFE)
+    h3 = np.uint64(0x10325476)
+    h4 = np.uint64(0xC3D2E1F0)
+    for block in range(0, total, 64):
+        for t in range(16):
+            w[t] = 0
+        for i in range(block, min(block + 64, n)):  # message bytes, big-endian words
+            w[(i - block) >> 2] |= np.uint64(data[start + i]) << np.uint64(24 - 8 * ((i - block) & 3))
+        if block <= n < block + 64:  # the 0x80 after the message
+            w[(n - block) >> 2] |= np.uint64(0x80) << np.uint64(24 - 8 * ((n - block) & 3))
+        if block == total - 64:  # the message length in bits
+            w[14] = (np.uint64(n) * np.uint64(8)) >> np.uint64(32)
+            w[15] = (np.uint64(n) * np.uint64(8)) & _M32
+        for t in range(16, 80):
+            w[t] = _rotl(w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16], 1)
+        a, b, c, d, e = h0, h1, h2, h3, h4
+        # four loops of 20 rounds, so that no round branches on its number
+        for t in range(20):
+            tmp = (_rotl(a, 5) + ((b & c) | ((~b & _M32) & d)) + e + np.uint64(0x5A827999) + w[t]) & _M32
+            e, d, c, b, a = d, c, _rotl(b, 30), a, tmp
+        for t in range(20, 40):
+            tmp = (_rotl(a, 5) + (b ^ c ^ d) + e + np.uint64(0x6ED9EBA1) + w[t]) & _M32
+            e, d, c, b, a = d, c, _rotl(b, 30), a, tmp
+        for t in range(40, 60):
+            tmp = (_rotl(a, 5) + ((b & c) | (b & d) | (c & d)) + e + np.uint64(0x8F1BBCDC) + w[t]) & _M32
+            e, d, c, b, a = d, c, _rotl(b, 30), a, tmp
+        for t in range(60, 80):
+            tmp = (_rotl(a, 5) + (b ^ c ^ d) + e + np.uint64(0xCA62C1D6) + w[t]) & _M32
+            e, d, c, b, a = d, c, _rotl(b, 30), a, tmp
+        h0 = (h0 + a) & _M32
+        h1 = (h1 + b) & _M32
+        h2 = (h2 + c) & _M32
+        h3 = (h3 + d) & _M32
+        h4 = (h4 + e) & _M32
+    # digest[:4] is h0 big-endian; datasketch unpacks it little-endian
+    return (((h0 & np.uint64(0xFF)) << np.uint64(24)) | ((h0 & np.uint64(0xFF00)) << np.uint64(8))
+            | ((h0 >> np.uint64(8)) & np.uint64(0xFF00)) | (h0 >> np.uint64(24)))
+
+
+# --- shingles and signatures ----------------------------------------------------------------
+
+
+BLOCK = 4096  # shingle hashes folded into a signature at a time: memory does not grow with a document
+
+
+@nb.njit(cache=True)
+def _fold(hashes, cnt, legacy, a, b, sig):
+    """sig = min(sig, permuted hashes), exactly as datasketch's update_batch."""
+    if not legacy:
+        for j in range(cnt):  # datasketch's affine schemes pre-mix with murmur3's fmix32
+            h = hashes[j]
+            h ^= h >> np.uint64(16)
+            h = (h * np.uint64(0x85EBCA6B)) & _M32
+            h ^= h >> np.uint64(13)
+            h = (h * np.uint64(0xC2B2AE35)) & _M32
+            h ^= h >> np.uint64(16)
+            hashes[j] = h
+    for k in range(len(a)):
+        ak = a[k]
+        bk = b[k]
+        m = np.uint64(sig[k])
+        if legacy:
+            for j in range(cnt):
+                x = hashes[j] * ak + bk  # wraps mod 2^64, as numpy's uint64 does
+                x = (x & _MERSENNE) + (x >> _U61)  # x mod (2^61 - 1), exactly
+                if x >= _MERSENNE:
+                    x -= _MERSENNE
+                m = min(m, x & _M32)
+        else:
+            for j in range(cnt):
+                m = min(m, (hashes[j] * ak + bk) & _M32)
+        sig[k] = m
+
+
+@nb.njit(cache=True)
+def _shingle(data, s, e, hash_kind, w):
+    return _sha1_32(data, s, e, w) if hash_kind == 0 else _xxh32(data, s, e)
+
+
+@nb.njit(cache=True)
+def _shingles(data, start, end, word, ngram, hash_kind, whole_if_short, hashes, collect, legacy, a, b, sig):
+    """Every shingle hash of data[start:end]: all kept in `hashes` (collect), or folded into
+    `sig` BLOCK at a time. Units (characters, or words split on single spaces) are found in one
+    pass; a ring of the last ngram + 1 unit starts gives each shingle's bytes. Returns the count."""
+    w = np.empty(80, np.uint64)
+    ring = np.empty(ngram + 1, np.int64)
+    size = ngram + 1
+    units = 0
+    total = 0
+    cnt = 0
+    at_start = True
+    for p in range(start, end):
+        c = data[p]
+        if word:
+            if c == 32:
+                at_start = True
+                continue
+            if not at_start:
+                continue
+            at_start = False
+        elif (c & 0xC0) == 0x80:  # a UTF-8 continuation byte
+            continue
+        if units >= ngram:  # unit `units` starts here: the shingle ngram units back ends before it
+            e = p - 1 if word else p
+            hashes[cnt] = _shingle(data, ring[(units - ngram) % size], e, hash_kind, w)
+            cnt += 1
+            total += 1
+            if not collect and cnt == BLOCK:
+                _fold(hashes, cnt, legacy, a, b, sig)
+                cnt = 0
+        ring[units % size] = p
+        units += 1
+    if units >= ngram:
+        hashes[cnt] = _shingle(data, ring[(units - ngram) % size], end, hash_kind, w)
+        cnt += 1
+        total += 1
+    elif units > 0 and whole_if_short:
+        hashes[cnt] = _shingle(data, start, end, hash_kind, w)
+        cnt += 1
+        total += 1
+    if not collect and cnt:
+        _fold(hashes, cnt, legacy, a, b, sig)
+    return total
+
+
+@nb.njit(cache=True)
+def _signatures(data, offsets, word, ngram, hash_kind, whole_if_short, legacy, a, b, sigs, counts):
+    hashes = np.empty(BLOCK, np.uint64)
+    sigs[:, :] = _EMPTY
+    for i in range(len(offsets) - 1):
+        counts[i] = _shingles(data, offsets[i], offsets[i + 1], word, ngram, hash_kind, whole_if_short,
+                              hashes, False, legacy, a, b, sigs[i])
+
+
+def _utf8_buffer(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    arr = pa.array(texts, pa.large_string())
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[: len(arr) + 1]
+    data = arr.buffers()[2]
+    return (np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(1, np.uint8)), offsets
+
+
+class Signer:
+    """Signatures for batches of texts; the permutations are built once."""
+
+    def __init__(self, params: MinHashParams):
+        self.params = params
+        self.a, self.b = params.permutations()
+
+    def normalized(self, texts: list[str]) -> list[str]:
+        return [normalize_text(t) for t in texts]
+
+    def sign_normalized(self, norm_texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(signatures (n, num_perm) uint32, shingle counts (n,) int64) of normalised texts."""
+        p = self.params
+        data, offsets = _utf8_buffer(norm_texts)
+        sigs = np.empty((len(norm_texts), p.num_perm), np.uint32)
+        counts = np.empty(len(norm_texts), np.int64)
+        _signatures(data, offsets, p.shingle == "word", p.ngram, HASHES[p.hash], p.short_docs == "whole",
+                    p.scheme == "legacy", self.a, self.b, sigs, counts)
+        return sigs, counts
+
+    def sign(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        return self.sign_normalized(self.normalized(texts))
+
+
+def shingle_set(norm_text: str, params: MinHashParams) -> np.ndarray:
+    """The sorted distinct 32-bit shingle hashes of one normalised text (for true Jaccard)."""
+    data, offsets = _utf8_buffer([norm_text])
+    n = int(offsets[1])
+    out = np.empty(n + 1, np.uint64)
+    none = np.zeros(0, np.uint64)
+    cnt = _shingles(data, 0, n, params.shingle == "word", params.ngram, HASHES[params.hash],
+                    params.short_docs == "whole", out, True, False, none, none, np.zeros(0, np.uint32))
+    return np.unique(out[:cnt])
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    if not len(a) and not len(b):
+        return 1.0
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    return inter / (len(a) + len(b) - inter)
+
+
+# --- the same, in plain Python, for users' own queries ----------------------------------------
+
+
+def shingles(text: str, params: MinHashParams) -> list[bytes]:
+    """The shingles of a raw text as the kernels see them (reference implementation)."""
+    norm = normalize_text(text)
+    units = norm.split(" ") if params.shingle == "word" and norm else list(norm)
+    sep = " " if params.shingle == "word" else ""
+    if len(units) >= params.ngram:
+        return [sep.join(units[i:i + params.ngram]).encode() for i in range(len(units) - params.ngram + 1)]
+    return [norm.encode()] if norm and params.short_docs == "whole" else []
+
+
+def datasketch_minhash(text: str, params: MinHashParams):
+    """A `datasketch.MinHash` of a raw text, for querying signatures a run wrote."""
+    from datasketch import MinHash
+
+    m = MinHash(num_perm=params.num_perm, seed=params.seed, scheme=params.scheme,
+                hashfunc=lambda data: hash32(data, params.hash))
+    m.update_batch(shingles(text, params))
+    return m
+
+
+def to_datasketch(signature: np.ndarray, params: MinHashParams):
+    """A stored signature as a `datasketch.LeanMinHash`."""
+    from datasketch import LeanMinHash
+
+    dtype = np.uint64 if params.scheme == "legacy" else np.uint32
+    return LeanMinHash(seed=params.seed, hashvalues=np.asarray(signature, dtype=dtype), scheme=params.scheme)
+
+
+class SignStage:
+    """map_batches callable: the signature and shingle count of every row not yet rejected,
+    from the `norm_text` the normalise stage left (which it then drops)."""
+
+    def __init__(self, near_cfg: dict):
+        self.signer = Signer(MinHashParams.from_config(near_cfg))
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        live = pc.is_null(table["reject_stage"]).to_numpy(zero_copy_only=False)
+        idx = np.flatnonzero(live)
+        norm = table["norm_text"].take(pa.array(idx)).to_pylist()
+        sigs, counts = self.signer.sign_normalized(norm)
+        minhash = [None] * table.num_rows
+        shingle_counts = np.zeros(table.num_rows, np.int32)
+        flat = sigs.astype("<u4").tobytes()
+        width = 4 * sigs.shape[1]
+        for j, i in enumerate(idx):
+            minhash[i] = flat[j * width:(j + 1) * width]
+        shingle_counts[idx] = counts
+        names = table.schema.names
+        table = table.set_column(names.index("minhash"), "minhash", pa.array(minhash, pa.binary()))
+        table = table.set_column(names.index("shingles"), "shingles",
+                                 pa.array(shingle_counts, pa.int32(), mask=~live))
+        return table.set_column(names.index("norm_text"), "norm_text",
+                                pa.nulls(table.num_rows, pa.large_string()))
