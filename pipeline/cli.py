@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("dups", help="show duplicate clusters of a run")
     d.add_argument("run")
-    d.add_argument("--sample", type=int, default=5, metavar="N", help="show N clusters")
+    d.add_argument("--sample", type=int, default=5, metavar="N", help="show the N largest clusters of each kind")
     d.add_argument("--cluster", metavar="ID", help="show one cluster by id")
     d.set_defaults(func=_cmd_dups)
 

@@ -63,8 +63,9 @@ def _bands_of_parts(batch: pa.Table, parts: list[dict], bands: int, rows: int, p
 
 def _edges_of_partition(rows: pa.Table, out_uri: str) -> pa.Table:
     edges = bucket_edges(rows)
-    fs, out = resolve(out_uri)
-    write_parquet_atomic(fs, join(out, f"part-{int(rows['partition'][0].as_py()):05d}.parquet"), edges)
+    if edges.num_rows:  # no file for no edges: later shuffles then never see an empty block
+        fs, out = resolve(out_uri)
+        write_parquet_atomic(fs, join(out, f"part-{int(rows['partition'][0].as_py()):05d}.parquet"), edges)
     return pa.table({"edges": [edges.num_rows]})
 
 
@@ -83,8 +84,9 @@ def _verify_part(group: pa.Table, parts: list[dict], near: dict, threshold: floa
     """Edges whose v lies in one part: attach v's text, keep those that verify."""
     index = int(group["part"][0].as_py())
     verified = verify(_texts_of_part(group, parts, "v"), MinHashParams.from_config(near), threshold)
-    fs, out = resolve(out_uri)
-    write_parquet_atomic(fs, join(out, f"part-{index:08d}.parquet"), verified)
+    if verified.num_rows:
+        fs, out = resolve(out_uri)
+        write_parquet_atomic(fs, join(out, f"part-{index:08d}.parquet"), verified)
     return pa.table({"candidates": [group.num_rows], "verified": [verified.num_rows]})
 
 
@@ -139,7 +141,7 @@ def _run_parts(rd: RunDir, chunks) -> list[dict]:
             for chunk, path, _ in rd.in_input_order(rd.kept_parts(), chunks)]
 
 
-def _reference_parts(against: list[str], near: dict) -> list[dict]:
+def reference_parts(against: list[str], near: dict) -> list[dict]:
     """The parts of earlier runs, whose signatures must have been made the same way."""
     mine = MinHashParams.from_config(near)
     out = []
@@ -229,7 +231,7 @@ def stage_near_dedup(rd: RunDir, chunks, config: dict, reducers: int) -> None:
     banding = resolve_bands(near)
     parts_path = join(rd.work, "near", "parts.json")
     if not exists(rd.fs, parts_path):  # fixed at the first attempt: node numbers depend on it
-        write_json_atomic(rd.fs, parts_path, {"parts": _run_parts(rd, chunks) + _reference_parts(near["against"], near)})
+        write_json_atomic(rd.fs, parts_path, {"parts": _run_parts(rd, chunks) + reference_parts(near["against"], near)})
     parts = read_json(rd.fs, parts_path)["parts"]
     done = set(info.get("steps_done", []))
     rd.set_stage("near_dedup", banding=banding, parts=len(parts))

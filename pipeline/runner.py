@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import ray
 
 from slimpipe import inputs as inputs_mod
-from slimpipe.near import stage_near_dedup
+from slimpipe.near import reference_parts, stage_near_dedup
 from slimpipe.rundir import RunDir
 from slimpipe.stages.clean import Cleaner
 from slimpipe.stages.exact_dedup import INDEX_COLUMNS, add_partition, find_duplicates
@@ -125,6 +125,8 @@ def run(config: dict) -> dict:
     """Run (or resume) the pipeline into config.output.path; returns the statistics."""
     files = inputs_mod.discover(config["input"]["paths"], config["input"])  # errors before Ray
     FilterStage(config["filters"])  # a missing model file, say, is an error before Ray too
+    if config["dedup"]["near"]["enabled"]:
+        reference_parts(config["dedup"]["near"]["against"], config["dedup"]["near"])  # earlier runs usable?
     rd = RunDir(config["output"]["path"])
     resumed = rd.open(config, inputs_mod.input_fingerprint(files))
     started = init_ray(config["ray"])

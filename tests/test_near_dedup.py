@@ -1,0 +1,210 @@
+"""Near-dedup end to end on Ray: planted families of known Jaccard, template look-alikes, a giant
+cluster, survivor policy, resume in the middle of near-dedup, and dedup against an earlier run."""
+import json
+import random
+
+import pyarrow.parquet as pq
+import pytest
+
+from slimpipe import cli, near
+from slimpipe.config import resolve
+from slimpipe.runner import run
+from slimpipe.stages.minhash import MinHashParams, jaccard, shingle_set
+from slimpipe.stages.normalize import normalize_text
+
+from conftest import write_jsonl
+
+# The web preset's near-dedup on the slimpajama preset's filters (the length rule only), so that
+# every planted document reaches dedup.
+NEAR = ["dedup.near.shingle=word", "dedup.near.ngram=5", "dedup.near.hash=xxh32",
+        "dedup.near.scheme=affine32", "dedup.near.bands=null", "dedup.near.rows=null", "dedup.near.verify=true"]
+RATES = [0.0, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3]
+
+
+def mutate(text: str, rate: float, rng: random.Random, vocab: list[str]) -> str:
+    words = text.split()
+    return " ".join(rng.choice(vocab) if rng.random() < rate else w for w in words)
+
+
+def planted_corpus(root, docs, seed=0):
+    """Bases from real web pages; per base a family of edited copies (words replaced at RATES);
+    pages sharing one long template with different bodies; one page copied 150 times with one
+    word changed in each copy. Returns the records and the planted pairs."""
+    rng = random.Random(seed)
+    docs = [d["text"] for d in docs if len(d["text"].split()) >= 250]
+    vocab = sorted({w for d in docs for w in d.split()})
+    records, pairs = [], []
+    for i, base in enumerate(docs[:40]):
+        records.append({"id": f"base-{i:03d}", "text": base, "source": "crawl"})
+        for k, rate in enumerate(RATES[1:]):
+            records.append({"id": f"base-{i:03d}-v{k}", "text": mutate(base, rate, rng, vocab),
+                            "source": "crawl" if k % 2 else "mirror"})
+            pairs.append((f"base-{i:03d}", f"base-{i:03d}-v{k}"))
+    template = " ".join(" ".join(docs[40 + j].split()[:60]) for j in range(3))
+    for j in range(20):
+        body = " ".join(docs[50 + j].split()[:200])
+        records.append({"id": f"template-{j:02d}", "text": template + "\n" + body, "source": "crawl"})
+    giant = docs[45].split()
+    for j in range(150):
+        words = list(giant)
+        words[rng.randrange(len(words))] = f"token{j}"
+        records.append({"id": f"giant-{j:03d}", "text": " ".join(words), "source": "crawl"})
+    rng.shuffle(records)
+    write_jsonl(root / "a.jsonl", records[: len(records) // 2])
+    write_jsonl(root / "b.jsonl.zst", records[len(records) // 2:], "zstd")
+    return records, pairs
+
+
+def config_for(inputs, out, *sets):
+    return resolve("slimpajama", None, ["input.split_bytes=65536", "input.source_field=source", "ray.progress_bars=false", *NEAR,
+                                           *sets],
+                   [str(p) for p in inputs], str(out))
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory, c4_docs):
+    root = tmp_path_factory.mktemp("planted")
+    records, pairs = planted_corpus(root / "in", c4_docs)
+    return root, records, pairs
+
+
+@pytest.fixture(scope="module")
+def near_run(ray_session, planted):
+    root, _, _ = planted
+    out = root / "run"
+    stats = run(config_for([root / "in"], out))
+    return out, stats
+
+
+def survivor_of(out):
+    """id -> the document that stands for it in the output (itself, if kept), through exact and
+    near removals."""
+    kept_for = {d["id"]: d["kept_id"] for d in pq.read_table(out / "duplicates").to_pylist()}
+
+    def root(doc_id):
+        while doc_id in kept_for:
+            doc_id = kept_for[doc_id]
+        return doc_id
+
+    return root
+
+
+def true_jaccard(a: str, b: str) -> float:
+    params = MinHashParams(shingle="word", ngram=5, hash="xxh32", scheme="affine32")
+    return jaccard(shingle_set(normalize_text(a), params), shingle_set(normalize_text(b), params))
+
+
+def test_planted_families_are_found_and_false_merges_avoided(near_run, planted):
+    out, stats = near_run
+    _, records, pairs = planted
+    text = {r["id"]: r["text"] for r in records}
+    root = survivor_of(out)
+    merged = lambda a, b: root(a) == root(b)  # noqa: E731
+    high = [(a, b) for a, b in pairs if true_jaccard(text[a], text[b]) >= 0.9]
+    low = [(a, b) for a, b in pairs if true_jaccard(text[a], text[b]) < 0.6]
+    assert len(high) >= 80 and len(low) >= 100
+    assert sum(merged(a, b) for a, b in high) == len(high)
+    assert not any(merged(a, b) for a, b in low)
+    assert stats["conservation"]["holds"]
+
+
+def test_template_lookalikes_are_kept(near_run):
+    out, _ = near_run
+    kept = set(pq.read_table(out / "documents", columns=["id"])["id"].to_pylist())
+    assert {f"template-{j:02d}" for j in range(20)} <= kept
+
+
+def test_giant_cluster_is_one_cluster_with_one_survivor(near_run):
+    out, stats = near_run
+    clusters = pq.read_table(out / "clusters").to_pylist()
+    giant = [c for c in clusters if c["kept_id"].startswith("giant-")]
+    assert len(giant) == 1
+    assert giant[0]["size"] == 150 and giant[0]["removed"] == 149
+    assert giant[0]["kept_id"] == "giant-000"  # lowest id
+    assert stats["near_dedup"]["largest_cluster"] == 150
+    assert stats["near_dedup"]["cluster_sizes"]["101-1000"] == 1
+
+
+def test_duplicates_rows_and_clusters_agree(near_run):
+    out, stats = near_run
+    dups = [d for d in pq.read_table(out / "duplicates").to_pylist() if d["kind"] == "near"]
+    clusters = {c["cluster_id"]: c for c in pq.read_table(out / "clusters").to_pylist()}
+    kept = set(pq.read_table(out / "documents", columns=["id"])["id"].to_pylist())
+    assert sum(c["removed"] for c in clusters.values()) == len(dups)
+    for d in dups:
+        c = clusters[d["cluster_id"]]
+        assert d["kept_id"] == c["kept_id"] and d["kept_id"] in kept and d["id"] not in kept
+        assert d["source"] in c["sources"] and 0.5 < d["similarity"] <= 1.0
+    run_json = json.loads((out / "run.json").read_text())
+    banding = run_json["stages"]["near_dedup"]["banding"]
+    assert banding == stats["near_dedup"]["banding"] and banding["bands"] * banding["rows"] <= 128
+    assert stats["near_dedup"]["verify"]["verified"] <= stats["near_dedup"]["verify"]["candidates"]
+    assert sum(s["near_dedup"]["duplicates"] for s in stats["sources"].values()) == len(dups)
+    cross = stats["duplicates_cross_source"]["near"]
+    assert cross["mirror"]["crawl"] > 0  # mirror copies removed in favour of crawl originals
+
+
+def test_dups_cli_shows_a_near_cluster_side_by_side(near_run, capsys):
+    out, _ = near_run
+    giant = [c for c in pq.read_table(out / "clusters").to_pylist() if c["kept_id"].startswith("giant-")][0]
+    assert cli.main(["dups", str(out), "--cluster", giant["cluster_id"]]) == 0
+    shown = capsys.readouterr().out
+    assert "kind near" in shown and "kept giant-000" in shown and "and 144 more" in shown
+    assert "[-" in shown and "{+" in shown  # the changed word, marked on both sides
+    assert "jaccard" in shown
+
+
+def test_source_priority_survivor(ray_session, planted, tmp_path):
+    root, _, _ = planted
+    stats = run(config_for([root / "in"], tmp_path / "run", "dedup.near.survivor=source_priority",
+                           "dedup.near.source_priority=[mirror, crawl]"))
+    dups = [d for d in pq.read_table(tmp_path / "run" / "duplicates").to_pylist() if d["kind"] == "near"]
+    families = [d for d in dups if d["id"].startswith("base-")]
+    assert families and all(d["kept_source"] == "mirror" for d in families)
+    assert stats["conservation"]["holds"]
+
+
+def test_resume_in_the_middle_of_near_dedup(ray_session, planted, near_run, tmp_path, monkeypatch):
+    root, _, _ = planted
+    out = tmp_path / "run"
+    config = config_for([root / "in"], out)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed in the survivors step")
+
+    with monkeypatch.context() as m:
+        m.setattr(near, "_survivors", crash)
+        with pytest.raises(RuntimeError, match="survivors step"):
+            run(config)
+    state = json.loads((out / "run.json").read_text())["stages"]["near_dedup"]
+    assert state["steps_done"] == ["lsh", "verify", "components"]
+    edges_before = sorted(p.stat().st_mtime_ns for p in (out / "_work" / "near" / "edges").iterdir())
+    run(config)
+    edges_after = sorted(p.stat().st_mtime_ns for p in (out / "_work" / "near" / "edges").iterdir())
+    assert edges_before == edges_after  # finished steps are not redone
+    ref_out, _ = near_run
+    for sub in ("duplicates", "clusters"):
+        assert pq.read_table(out / sub).sort_by("id" if sub == "duplicates" else "cluster_id").select(
+            ["cluster_id", "kept_id"]).equals(
+            pq.read_table(ref_out / sub).sort_by("id" if sub == "duplicates" else "cluster_id").select(
+                ["cluster_id", "kept_id"]))
+
+
+def test_dedup_against_an_earlier_run(ray_session, planted, tmp_path):
+    _, records, _ = planted
+    old = [r for r in records if r["id"].startswith("base-") and "-v" not in r["id"]]
+    new = [r for r in records if "-v" in r["id"]] + [{"id": "fresh", "text": "A new page. " * 40}]
+    write_jsonl(tmp_path / "old" / "old.jsonl", old)
+    write_jsonl(tmp_path / "new" / "new.jsonl", new)
+    run(config_for([tmp_path / "old"], tmp_path / "run-old"))
+    stats = run(config_for([tmp_path / "new"], tmp_path / "run-new", f"dedup.near.against=[{tmp_path / 'run-old'}]"))
+    root = survivor_of(tmp_path / "run-new")
+    kept = set(pq.read_table(tmp_path / "run-new" / "documents", columns=["id"])["id"].to_pylist())
+    old_ids = {r["id"] for r in old}
+    # the light edits of pages already published are removed in favour of the published page
+    assert all(root(f"base-{i:03d}-v0") == f"base-{i:03d}" for i in range(40))
+    assert "fresh" in kept and not (kept & old_ids)
+    assert stats["conservation"]["holds"]
+    with pytest.raises(Exception, match="MinHash settings"):
+        run(config_for([tmp_path / "new"], tmp_path / "run-bad", "dedup.near.ngram=7",
+                       f"dedup.near.against=[{tmp_path / 'run-old'}]"))
