@@ -103,32 +103,42 @@ def _tree_pss(root: psutil.Process) -> int:
     return total
 
 
+def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, int, str]:
+    """Run a command; (wall seconds, peak PSS of its process tree in bytes, output). Raises on failure."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    peak = [0]
+
+    def sample():
+        root = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                peak[0] = max(peak[0], _tree_pss(root))
+            except psutil.Error:
+                pass
+            time.sleep(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    output = proc.communicate()[0].decode(errors="replace")
+    secs = time.perf_counter() - t
+    sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(output[-3000:])
+    return secs, peak[0], output
+
+
+def slimpipe_env() -> dict:
+    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
 def whole_run(corpus: Path, text_mb: float, cores: int) -> dict:
     with tempfile.TemporaryDirectory(dir=OUT) as tmp:
-        env = dict(os.environ, RAY_AUTH_MODE="disabled")
-        env.pop("RAY_ADDRESS", None)
         cmd = [sys.executable, "-m", "slimpipe.cli", "run", "--preset", "slimpajama", "--input", str(corpus),
                "--output", f"{tmp}/run", "--set", "ray.progress_bars=false"]
-        t = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        peak = [0]
-
-        def sample():
-            root = psutil.Process(proc.pid)
-            while proc.poll() is None:
-                try:
-                    peak[0] = max(peak[0], _tree_pss(root))
-                except psutil.Error:
-                    pass
-                time.sleep(0.5)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        output = proc.communicate()[0].decode(errors="replace")
-        secs = time.perf_counter() - t
-        sampler.join()
-        if proc.returncode != 0:
-            raise RuntimeError(output[-3000:])
+        secs, peak, _ = run_measured(cmd, slimpipe_env())
         stats = json.loads(Path(f"{tmp}/run/stats.json").read_text())
     timings = stats["timings_s"]
     return {
@@ -137,9 +147,9 @@ def whole_run(corpus: Path, text_mb: float, cores: int) -> dict:
         "pipeline_seconds": round(timings["total"], 2),
         "pipeline_mb_s_per_core": round(text_mb / timings["total"] / cores, 2),
         "stages_mb_s_per_core": {k: round(text_mb / v / cores, 2) for k, v in timings.items() if k != "total" and v > 0},
-        "peak_pss_mb": round(peak[0] / 2**20, 1),
+        "peak_pss_mb": round(peak / 2**20, 1),
         "conservation": stats["conservation"],
-        "duplication_pct": stats["totals"]["exact_dedup"]["byte_duplication_pct"],
+        "duplication_pct": stats["totals"]["dedup"]["byte_duplication_pct"],
     }
 
 

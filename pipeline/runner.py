@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import ray
 
 from slimpipe import inputs as inputs_mod
+from slimpipe.config import ConfigError
 from slimpipe.near import reference_parts, stage_near_dedup
 from slimpipe.rundir import RunDir
 from slimpipe.stages.clean import Cleaner
@@ -194,7 +195,14 @@ def _stage_filter(rd: RunDir, chunks, config) -> None:
     ds = ds.map_batches(_normalize, fn_kwargs={"hash_normalized": config["dedup"]["exact"]["normalized"],
                                                "keep_normalized": near["enabled"]}, **common)
     ds = ds.map_batches(_filter, fn_kwargs={"filters_cfg": config["filters"]}, **common)
-    if near["enabled"]:
+    if near["enabled"] and near["device"] == "gpu":
+        # one actor per GPU keeps the CUDA context and the permutations on the device
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        if not gpus:
+            raise ConfigError("dedup.near.device is gpu but the Ray cluster has no GPU")
+        ds = ds.map_batches(SignStage, fn_constructor_kwargs={"near_cfg": near}, num_gpus=1,
+                            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=gpus), **common)
+    elif near["enabled"]:
         ds = ds.map_batches(_sign, fn_kwargs={"near_cfg": near}, **common)
     ds = ds.map_batches(_write_parts, fn_kwargs={"run_uri": rd.uri_of(), "work_uri": rd.uri_of("_work"),
                                                  "level": config["output"]["compression_level"]}, **common)

@@ -260,6 +260,18 @@ def _signatures(data, offsets, word, ngram, hash_kind, whole_if_short, legacy, a
                               hashes, False, legacy, a, b, sigs[i])
 
 
+@nb.njit(cache=True)
+def _all_shingles(data, offsets, word, ngram, hash_kind, whole_if_short, hashes, counts):
+    """Every shingle hash of every document, back to back (for the torch path)."""
+    at = 0
+    none = np.zeros(0, np.uint64)
+    for i in range(len(offsets) - 1):
+        counts[i] = _shingles(data, offsets[i], offsets[i + 1], word, ngram, hash_kind, whole_if_short,
+                              hashes[at:], True, False, none, none, np.zeros(0, np.uint32))
+        at += counts[i]
+    return at
+
+
 def _utf8_buffer(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     arr = pa.array(texts, pa.large_string())
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[: len(arr) + 1]
@@ -268,11 +280,14 @@ def _utf8_buffer(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Signer:
-    """Signatures for batches of texts; the permutations are built once."""
+    """Signatures for batches of texts; the permutations are built once. With a torch `device`
+    ("cuda", or "cpu" to check the path), the permutations and minimum run as torch operations
+    there, with the same result bit for bit; shingles are still hashed by the CPU kernel."""
 
-    def __init__(self, params: MinHashParams):
+    def __init__(self, params: MinHashParams, device: str | None = None):
         self.params = params
         self.a, self.b = params.permutations()
+        self.device = device
 
     def normalized(self, texts: list[str]) -> list[str]:
         return [normalize_text(t) for t in texts]
@@ -281,14 +296,48 @@ class Signer:
         """(signatures (n, num_perm) uint32, shingle counts (n,) int64) of normalised texts."""
         p = self.params
         data, offsets = _utf8_buffer(norm_texts)
-        sigs = np.empty((len(norm_texts), p.num_perm), np.uint32)
         counts = np.empty(len(norm_texts), np.int64)
+        if self.device:
+            hashes = np.empty(len(data) + len(norm_texts) + 1, np.uint64)
+            n = _all_shingles(data, offsets, p.shingle == "word", p.ngram, HASHES[p.hash], p.short_docs == "whole",
+                              hashes, counts)
+            return self._fold_torch(hashes[:n], counts), counts
+        sigs = np.empty((len(norm_texts), p.num_perm), np.uint32)
         _signatures(data, offsets, p.shingle == "word", p.ngram, HASHES[p.hash], p.short_docs == "whole",
                     p.scheme == "legacy", self.a, self.b, sigs, counts)
         return sigs, counts
 
     def sign(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         return self.sign_normalized(self.normalized(texts))
+
+    def _fold_torch(self, hashes: np.ndarray, counts: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+        """datasketch's permutation and minimum in int64 torch arithmetic: a product wraps mod
+        2^64 exactly as numpy's uint64 does, so only the shifts need care (logical, not signed)."""
+        import torch
+
+        dev = torch.device(self.device)
+        m32 = 0xFFFFFFFF
+        a = torch.from_numpy(self.a.view(np.int64)).to(dev)
+        b = torch.from_numpy(self.b.view(np.int64)).to(dev)
+        doc = torch.repeat_interleave(torch.arange(len(counts), device=dev), torch.from_numpy(counts).to(dev))
+        h = torch.from_numpy(hashes.view(np.int64)).to(dev)
+        if self.params.scheme != "legacy":  # murmur3's fmix32 pre-mix
+            h = h ^ (h >> 16)
+            h = (h * 0x85EBCA6B) & m32
+            h = h ^ (h >> 13)
+            h = (h * 0xC2B2AE35) & m32
+            h = h ^ (h >> 16)
+        out = torch.full((len(counts), len(self.a)), m32, dtype=torch.int64, device=dev)
+        mersenne = (1 << 61) - 1
+        for start in range(0, len(h), chunk):
+            x = h[start:start + chunk, None] * a[None, :] + b[None, :]
+            if self.params.scheme == "legacy":
+                x = (x & mersenne) + ((x >> 61) & 7)  # mod 2^61 - 1, exactly
+                x = torch.where(x >= mersenne, x - mersenne, x)
+            x = x & m32
+            idx = doc[start:start + chunk, None].expand_as(x)
+            out.scatter_reduce_(0, idx, x, reduce="amin", include_self=True)
+        return out.cpu().numpy().astype(np.uint32)
 
 
 def shingle_set(norm_text: str, params: MinHashParams) -> np.ndarray:
@@ -345,7 +394,8 @@ class SignStage:
     from the `norm_text` the normalise stage left (which it then drops)."""
 
     def __init__(self, near_cfg: dict):
-        self.signer = Signer(MinHashParams.from_config(near_cfg))
+        device = "cuda" if near_cfg.get("device") == "gpu" else None
+        self.signer = Signer(MinHashParams.from_config(near_cfg), device)
 
     def __call__(self, table: pa.Table) -> pa.Table:
         live = pc.is_null(table["reject_stage"]).to_numpy(zero_copy_only=False)

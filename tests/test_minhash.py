@@ -168,3 +168,27 @@ def test_verification_keeps_true_pairs_and_drops_template_lookalikes(c4_docs):
     out = verify(edges, params, 0.8)
     assert out["u"].to_pylist() == [2]
     assert out["similarity"][0].as_py() > 0.9
+
+
+@pytest.mark.parametrize("params", [MinHashParams(), MinHashParams(shingle="word", ngram=5, hash="xxh32",
+                                                                   scheme="affine32", short_docs="skip")])
+def test_torch_path_gives_the_same_signatures(texts, params):
+    """The GPU path's arithmetic, run by torch on the CPU (on a GPU where one is present)."""
+    torch = pytest.importorskip("torch")
+    expected, counts = Signer(params).sign(texts)
+    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        sigs, torch_counts = Signer(params, device=device).sign(texts)
+        assert np.array_equal(sigs, expected) and np.array_equal(torch_counts, counts)
+
+
+def test_gpu_device_without_a_gpu_is_a_clear_error(ray_session, tmp_path, c4_docs):
+    from conftest import write_jsonl
+    from slimpipe.config import ConfigError, resolve
+    from slimpipe.runner import run
+
+    if ray_session.cluster_resources().get("GPU"):
+        pytest.skip("this machine has a GPU")
+    write_jsonl(tmp_path / "in" / "a.jsonl", c4_docs[:5])
+    config = resolve("slimpajama", None, ["dedup.near.device=gpu"], [str(tmp_path / "in")], str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match="no GPU"):
+        run(config)
