@@ -64,7 +64,7 @@ def main() -> None:
         executor.run()
         seconds[name] = round(time.perf_counter() - t, 2)
     seconds["total"] = round(time.perf_counter() - start, 2)
-    print(json.dumps({"config": str(config), "seconds": seconds}))
+    print(json.dumps({"config": str(config), "stage_seconds": seconds}))
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def stage_throughput(corpus: Path, text_mb: float) -> dict:
 
         timed("exact dedup", dedup)
         shards = plan_shards(rd.in_input_order(rd.kept_parts(), chunks), 128 << 20)
-        timed("write shards", lambda: [write_document_shard(s, tmp, work, 3) for s in shards])
+        timed("write shards", lambda: [write_document_shard(s, tmp, work, 3, {"holdout_ratio": 0, "seed": 0}) for s in shards])
     result = {k: {"seconds": round(v, 3), "mb_s_per_core": round(text_mb / v, 2)} for k, v in times.items()}
     total = sum(times.values())
     result["all stages, one core"] = {"seconds": round(total, 3), "mb_s_per_core": round(text_mb / total, 2)}

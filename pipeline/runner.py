@@ -23,6 +23,7 @@ from slimpipe import inputs as inputs_mod
 from slimpipe.config import ConfigError
 from slimpipe.near import reference_parts, stage_near_dedup
 from slimpipe.rundir import RunDir
+from slimpipe.split import stage_split
 from slimpipe.stages.clean import Cleaner
 from slimpipe.stages.exact_dedup import INDEX_COLUMNS, add_partition, find_duplicates
 from slimpipe.stages.filters import FilterStage
@@ -111,9 +112,9 @@ def _write_dupset(lines: pa.Table, work_uri: str) -> pa.Table:
     return pa.table({"chunk": [chunk], "duplicates": [lines.num_rows]})
 
 
-def _write_shard(row: dict, run_uri: str, work_uri: str, level: int) -> dict:
+def _write_shard(row: dict, run_uri: str, work_uri: str, level: int, split: dict) -> dict:
     shard = json.loads(row["shard"])
-    entry = write_document_shard(shard, run_uri, work_uri, level)
+    entry = write_document_shard(shard, run_uri, work_uri, level, split)
     fs, work = resolve(work_uri)
     write_json_atomic(fs, join(work, "shards", f"{shard['index']:05d}.json"), entry)
     return {"index": shard["index"], "rows": entry["rows"]}
@@ -126,6 +127,8 @@ def run(config: dict) -> dict:
     """Run (or resume) the pipeline into config.output.path; returns the statistics."""
     files = inputs_mod.discover(config["input"]["paths"], config["input"])  # errors before Ray
     FilterStage(config["filters"])  # a missing model file, say, is an error before Ray too
+    if config["split"]["eval_files"]:
+        inputs_mod.discover(config["split"]["eval_files"], config["input"])  # missing files: an error now
     if config["dedup"]["near"]["enabled"]:
         reference_parts(config["dedup"]["near"]["against"], config["dedup"]["near"])  # earlier runs usable?
     rd = RunDir(config["output"]["path"])
@@ -144,6 +147,9 @@ def run(config: dict) -> dict:
         t = time.time()
         stage_near_dedup(rd, chunks, config, _cpus())
         timings["near_dedup"] = time.time() - t
+        t = time.time()
+        stage_split(rd, chunks, config)
+        timings["split"] = time.time() - t
         t = time.time()
         _stage_write(rd, chunks, config)
         timings["write"] = time.time() - t
@@ -232,7 +238,9 @@ def _stage_dedup(rd: RunDir, config) -> None:
     rd.clear("_work", "dupsets")
     rd.clear("_work", "near_dupsets")
     rd.clear("_work", "near")
-    rd.state["stages"].pop("near_dedup", None)  # near-dedup works on what exact dedup leaves
+    rd.clear("_work", "decontaminated")
+    for later in ("near_dedup", "split"):  # they work on what exact dedup leaves
+        rd.state["stages"].pop(later, None)
     kept = rd.kept_parts()
     parts = sorted(kept)
     if not config["dedup"]["exact"]["enabled"] or not parts:
@@ -268,12 +276,14 @@ def _stage_write(rd: RunDir, chunks, config) -> None:
     if todo:
         ds = ray.data.from_items([{"shard": json.dumps(s)} for s in todo], override_num_blocks=len(todo))
         ds = ds.map(_write_shard, fn_kwargs={"run_uri": rd.uri_of(), "work_uri": rd.uri_of("_work"),
-                                              "level": config["output"]["compression_level"]})
+                                              "level": config["output"]["compression_level"],
+                                              "split": config["split"]})
         for _ in ds.iter_batches(batch_size=None):
             pass
     done = rd.done_shards()
     entries = [done[s["index"]] for s in shards]
     write_json_atomic(rd.fs, join(rd.path, "documents", "_manifest.json"),
                       {"shards": entries, "rows": sum(e["rows"] for e in entries),
+                       "holdout_rows": sum(e["holdout_rows"] for e in entries),
                        "text_bytes": sum(e["text_bytes"] for e in entries)})
     rd.set_stage("write", status="done")

@@ -144,7 +144,8 @@ def collect_stats(rd, chunks) -> dict:
         "rejected_by_reason": {st: dict(v) for st, v in reasons.items()},
         "duplicates_cross_source": {kind: {a: dict(b) for a, b in m.items()} for kind, m in cross.items()},
         "near_dedup": _near_stats(rd),
-        "output": {"documents": manifest["rows"], "text_bytes": manifest["text_bytes"],
+        "output": {"documents": manifest["rows"], "holdout_documents": manifest["holdout_rows"],
+                   "text_bytes": manifest["text_bytes"],
                    "shards": len(manifest["shards"])},
         "chunks": {"planned": len(chunks), "read": sum(1 for c in chunks if c.key in records)},
     }
@@ -183,7 +184,11 @@ def _source_stats(s) -> dict:
     near = _dedup_stage(exact["documents_out"], exact["bytes_out"], g("near_docs"), g("near_bytes"))
     both = _dedup_stage(dedup_in_docs, dedup_in_bytes, g("exact_docs") + g("near_docs"),
                         g("exact_bytes") + g("near_bytes"))
-    out_docs, out_bytes = both["documents_out"], both["bytes_out"]
+    decontaminated = {"documents_in": both["documents_out"], "bytes_in": both["bytes_out"],
+                      "documents_out": both["documents_out"] - g("rej_decontaminate_docs"),
+                      "bytes_out": both["bytes_out"] - g("rej_decontaminate_bytes_clean"),
+                      "removed": g("rej_decontaminate_docs"), "bytes_removed": g("rej_decontaminate_bytes_clean")}
+    out_docs, out_bytes = decontaminated["documents_out"], decontaminated["bytes_out"]
     return {
         "read": {"records": records, "bytes": bytes_read, "rejected": g("rej_read_docs"),
                  "utf8_repaired": g("utf8_repaired")},
@@ -195,6 +200,7 @@ def _source_stats(s) -> dict:
         "exact_dedup": exact,
         "near_dedup": near,
         "dedup": both,  # the headline: bytes removed by exact and near dedup together
+        "decontaminate": decontaminated,
         "output": {"documents": out_docs, "bytes": out_bytes},
     }
 
@@ -225,7 +231,7 @@ def summary_text(stats: dict) -> str:
         ("filter", t["filter"]["documents_in"], t["filter"]["documents_out"], t["filter"]["bytes_in"],
          t["filter"]["bytes_out"]),
         *((f"{kind.replace('_', ' ')}", t[kind]["documents_in"], t[kind]["documents_out"],
-           t[kind]["bytes_in"], t[kind]["bytes_out"]) for kind in ("exact_dedup", "near_dedup")),
+           t[kind]["bytes_in"], t[kind]["bytes_out"]) for kind in ("exact_dedup", "near_dedup", "decontaminate")),
     ):
         lines.append(f"{stage:<14}{d_in:>10}{d_out:>10}{b_in / 1e6:>10.2f}{b_out / 1e6:>10.2f}")
     if stats["rejected_by_reason"]:

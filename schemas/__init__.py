@@ -43,7 +43,8 @@ RECORD = pa.schema(
 )
 
 DOCUMENT = pa.schema([RECORD.field(name) for name in
-                      ("id", "text", "source", "url", "meta", "file", "line", *(n for n, _ in SCORES))])
+                      ("id", "text", "source", "url", "meta", "file", "line", *(n for n, _ in SCORES))]
+                     + [pa.field("split", pa.string())])  # train | holdout
 
 REJECTED = pa.schema(
     [

@@ -28,6 +28,7 @@ import xxhash
 from slimpipe.stages.normalize import normalize_text
 
 HASHES = {"sha1": 0, "xxh32": 1}
+_FNV64 = 2  # 64-bit shingle hashes, for n-gram overlap (decontamination) where 32 bits collide
 SCHEMES = ("affine32", "legacy")
 _M32 = np.uint64(0xFFFFFFFF)
 _MERSENNE = np.uint64((1 << 61) - 1)
@@ -201,8 +202,24 @@ def _fold(hashes, cnt, legacy, a, b, sig):
 
 
 @nb.njit(cache=True)
+def _fnv64(data, start, end):
+    h = np.uint64(0xCBF29CE484222325)
+    for p in range(start, end):
+        h = (h ^ np.uint64(data[p])) * np.uint64(0x100000001B3)
+    h ^= h >> np.uint64(33)  # murmur3's fmix64 spreads FNV's weak low bits
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    return h ^ (h >> np.uint64(33))
+
+
+@nb.njit(cache=True)
 def _shingle(data, s, e, hash_kind, w):
-    return _sha1_32(data, s, e, w) if hash_kind == 0 else _xxh32(data, s, e)
+    if hash_kind == 0:
+        return _sha1_32(data, s, e, w)
+    if hash_kind == 1:
+        return _xxh32(data, s, e)
+    return _fnv64(data, s, e)
 
 
 @nb.njit(cache=True)
@@ -348,6 +365,17 @@ def shingle_set(norm_text: str, params: MinHashParams) -> np.ndarray:
     none = np.zeros(0, np.uint64)
     cnt = _shingles(data, 0, n, params.shingle == "word", params.ngram, HASHES[params.hash],
                     params.short_docs == "whole", out, True, False, none, none, np.zeros(0, np.uint32))
+    return np.unique(out[:cnt])
+
+
+def ngram_hashes(norm_text: str, n: int) -> np.ndarray:
+    """Sorted distinct 64-bit hashes of the word n-grams of a normalised text (the whole text
+    as one n-gram when it has fewer words)."""
+    data, offsets = _utf8_buffer([norm_text])
+    size = int(offsets[1])
+    out = np.empty(size + 1, np.uint64)
+    none = np.zeros(0, np.uint64)
+    cnt = _shingles(data, 0, size, True, n, _FNV64, True, out, True, False, none, none, np.zeros(0, np.uint32))
     return np.unique(out[:cnt])
 
 

@@ -18,9 +18,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from slimpipe.schemas import DOCUMENT, RECORD, REJECTED
+from slimpipe.stages.decontaminate import split_names
 from slimpipe.storage import exists, join, resolve, write_parquet_atomic
 
-DUPSET_DIRS = ("dupsets", "near_dupsets")  # per chunk, the lines dedup removed
+# per chunk, the lines that exact dedup, near dedup and decontamination removed
+DUPSET_DIRS = ("dupsets", "near_dupsets", "decontaminated")
 PART_COLUMNS = [f.name for f in RECORD if f.name not in
                 ("raw", "norm_text", "reject_stage", "reject_reason", "reject_value",
                                   "reject_detail")]
@@ -121,10 +123,10 @@ class _HashingStream:
             self.closed = True
 
 
-def write_document_shard(shard: dict, run_uri: str, work_uri: str, compression_level: int) -> dict:
+def write_document_shard(shard: dict, run_uri: str, work_uri: str, compression_level: int, split: dict) -> dict:
     """Stream one shard's parts into RUN/documents/part-NNNNN.parquet, without the lines listed
     in WORK/dupsets/CHUNK.parquet (exact) and WORK/near_dupsets/CHUNK.parquet; atomic. Returns
-    the manifest entry."""
+    the manifest entry. Each row's `split` (train | holdout) comes from its id."""
     fs, run = resolve(run_uri)
     _, work = resolve(work_uri)
     name = f"part-{shard['index']:05d}.parquet"
@@ -132,22 +134,25 @@ def write_document_shard(shard: dict, run_uri: str, work_uri: str, compression_l
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     fs.create_dir(join(run, "documents"), recursive=True)
     stream = _HashingStream(fs.open_output_stream(tmp))
-    rows = text_bytes = 0
+    rows = text_bytes = holdout = 0
     dupsets: dict[str, pa.Array | None] = {}
     with pq.ParquetWriter(stream, DOCUMENT, compression="zstd", compression_level=compression_level) as writer:
         for chunk, part in shard["parts"]:
-            table = pq.read_table(part, filesystem=fs, columns=DOCUMENT.names)
+            table = pq.read_table(part, filesystem=fs, columns=[n for n in DOCUMENT.names if n != "split"])
             if chunk not in dupsets:
                 lines = [pq.read_table(p, filesystem=fs)["line"] for p in
                          (join(work, d, f"{chunk}.parquet") for d in DUPSET_DIRS) if exists(fs, p)]
                 dupsets[chunk] = pa.concat_arrays([c.combine_chunks() for c in lines]) if lines else None
             if dupsets[chunk] is not None:
                 table = table.filter(pc.invert(pc.is_in(table["line"], dupsets[chunk])))
+            table = table.append_column("split", split_names(table["id"].to_pylist(), split["holdout_ratio"],
+                                                             split["seed"]))
             if table.num_rows:
                 writer.write_table(table.cast(DOCUMENT), row_group_size=16384)
             rows += table.num_rows
+            holdout += pc.sum(pc.equal(table["split"], "holdout")).as_py() or 0
             text_bytes += pc.sum(pc.binary_length(table["text"])).as_py() or 0
     stream.close()
     fs.move(tmp, path)
-    return {"file": f"documents/{name}", "rows": rows, "text_bytes": text_bytes,
+    return {"file": f"documents/{name}", "rows": rows, "holdout_rows": holdout, "text_bytes": text_bytes,
             "bytes": stream.size, "sha256": stream.sha.hexdigest()}

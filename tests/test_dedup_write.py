@@ -82,7 +82,7 @@ def test_shards_stream_parts_in_order_without_duplicate_lines(tmp_path):
     pq.write_table(pa.table({"line": pa.array([3, 101, 205], pa.int64())}), work / "dupsets" / "c1.parquet")
     shards = plan_shards(parts, shard_bytes=parts[0][2] * 2)
     assert [len(s["parts"]) for s in shards] == [2, 2, 2]
-    entries = [write_document_shard(s, str(tmp_path), str(work), 3) for s in shards]
+    entries = [write_document_shard(s, str(tmp_path), str(work), 3, {"holdout_ratio": 0, "seed": 0}) for s in shards]
     back = pq.read_table(tmp_path / "documents")
     expected = [f"{c}-{p}-{i}" for c in ("c0", "c1") for p in range(3) for i in range(10)
                 if not (c == "c1" and 100 * p + i in (3, 101, 205))]
