@@ -14,6 +14,7 @@ documents take part in buckets and clusters but are never removed.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -241,7 +242,8 @@ def stage_near_dedup(rd: RunDir, chunks, config: dict, reducers: int) -> None:
             return
         if clear:
             rd.clear(*clear)
-        figures = run()
+        t = time.time()
+        figures = {**run(), "seconds": round(time.time() - t, 2)}
         done.add(name)
         rd.set_stage("near_dedup", steps_done=[s for s in STEPS if s in done], **{name: figures})
 

@@ -87,7 +87,8 @@ def test_shards_stream_parts_in_order_without_duplicate_lines(tmp_path):
     expected = [f"{c}-{p}-{i}" for c in ("c0", "c1") for p in range(3) for i in range(10)
                 if not (c == "c1" and 100 * p + i in (3, 101, 205))]
     assert back["id"].to_pylist() == expected
-    assert back.schema.names == ["id", "text", "source", "url", "meta", "file", "line", "language", "language_score", "quality_score"]
+    assert back.schema.names == ["id", "text", "source", "url", "meta", "file", "line", "language",
+                                 "language_score", "quality_score", "split"]
     assert [e["rows"] for e in entries] == [20, 19, 18]
     for e in entries:
         data = (tmp_path / e["file"]).read_bytes()
