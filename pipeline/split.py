@@ -116,7 +116,9 @@ def stage_split(rd: RunDir, chunks, config: dict) -> None:
     eval_input = {**config["input"], "text_field": split["eval_text_field"] or config["input"]["text_field"],
                   "source": "eval"}
     evals = inputs_mod.discover(split["eval_files"], eval_input) if split["eval_files"] else []
-    if not split["decontaminate"] or (split["holdout_ratio"] <= 0 and not evals):
+    # After exact dedup no train document has the exact text of a holdout one, so with n-grams off
+    # only evaluation files can contaminate (the writer still marks each document's split)
+    if not split["decontaminate"] or not evals and (split["holdout_ratio"] <= 0 or not split["ngram"]):
         rd.set_stage("split", status="done", holdout_ratio=split["holdout_ratio"], decontaminated=0)
         return
     by_chunk: dict[str, list[str]] = {}
