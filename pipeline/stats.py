@@ -244,9 +244,9 @@ def summary_text(stats: dict) -> str:
     if "banding" in near:
         b = near["banding"]
         lines.append("")
+        sizes = ", ".join(f"{k}: {v}" for k, v in near["cluster_sizes"].items() if v)
         lines.append(f"near dedup: {b['bands']} bands x {b['rows']} rows (threshold {b['threshold']}); "
-                     f"{near['clusters']} clusters, largest {near['largest_cluster']}; sizes "
-                     + ", ".join(f"{k}: {v}" for k, v in near["cluster_sizes"].items() if v))
+                     f"{near['clusters']} clusters" + (f", largest {near['largest_cluster']}; sizes {sizes}" if sizes else ""))
     c = stats["conservation"]
     verdict = "holds" if c["holds"] else "VIOLATED"
     lines.append("")
