@@ -18,6 +18,7 @@ import time
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
+from ray.data.context import ShuffleStrategy
 
 from slimpipe import inputs as inputs_mod
 from slimpipe.config import ConfigError
@@ -134,6 +135,11 @@ def run(config: dict) -> dict:
     rd = RunDir(config["output"]["path"])
     resumed = rd.open(config, inputs_mod.input_fingerprint(files))
     started = init_ray(config["ray"])
+    # Shuffles as plain tasks. Ray Data's default hash shuffle keeps aggregator actors holding
+    # CPUs until the whole dataset ends: three shuffles in a row (near-dedup survivors) then held
+    # more than the 2 CPUs of a small machine and the next map waited forever. Task-based sort
+    # shuffles also measured 3-8x faster on our small shuffles (exact dedup 4.2 s -> 0.5 s).
+    ray.data.DataContext.get_current().shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     t0 = time.time()
     try:
         timings = {}
