@@ -192,3 +192,20 @@ def test_gpu_device_without_a_gpu_is_a_clear_error(ray_session, tmp_path, c4_doc
     config = resolve("slimpajama", None, ["dedup.near.device=gpu"], [str(tmp_path / "in")], str(tmp_path / "run"))
     with pytest.raises(ConfigError, match="no GPU"):
         run(config)
+
+
+def test_both_sha1_kernels_equal_hashlib():
+    """The compiled SHA-1 and libcrypto's (used where the machine has it) give the same digest
+    prefix as hashlib for every length, one and several blocks."""
+    import hashlib
+    import struct
+
+    from slimpipe.stages import minhash
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, 400, dtype=np.uint8)
+    w = np.empty(80, np.uint64)
+    kernels = [minhash._sha1_32] + ([minhash._sha1_32_openssl] if minhash.OPENSSL_SHA1 else [])
+    for n in range(0, 200):
+        expected = struct.unpack("<I", hashlib.sha1(bytes(data[7:7 + n])).digest()[:4])[0]
+        assert all(k(data, 7, 7 + n, w) == expected for k in kernels), n
