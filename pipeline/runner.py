@@ -16,7 +16,6 @@ import os
 import time
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import ray
 from ray.data.context import ShuffleStrategy
 

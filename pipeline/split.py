@@ -20,7 +20,6 @@ import ray
 
 from slimpipe import inputs as inputs_mod
 from slimpipe.rundir import RunDir
-from slimpipe.schemas import REJECTED
 from slimpipe.stages.decontaminate import Contaminants, contaminant_hashes, holdout_mask
 from slimpipe.stages.normalize import normalize_text, text_hash
 from slimpipe.stages.read import read_chunk

@@ -1,11 +1,9 @@
-import gzip
 import json
 import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import zstandard
 
 from slimpipe.config import ConfigError, load_preset
 from slimpipe.inputs import byte_ranges, count_newlines_in_range, discover, plan_chunks

@@ -1,6 +1,5 @@
 """Train/holdout split and decontamination: unit rules, then end to end on Ray."""
 import pyarrow.parquet as pq
-import pytest
 
 from slimpipe.config import resolve
 from slimpipe.runner import run
