@@ -29,8 +29,7 @@ import xxhash
 
 from slimpipe.stages.normalize import normalize_text
 
-HASHES = {"sha1": 0, "xxh32": 1}
-_FNV64 = 2  # 64-bit shingle hashes, for n-gram overlap (decontamination) where 32 bits collide
+HASHES = ("sha1", "xxh32")
 SCHEMES = ("affine32", "legacy")
 _M32 = np.uint64(0xFFFFFFFF)
 _MERSENNE = np.uint64((1 << 61) - 1)
@@ -253,16 +252,17 @@ def _fnv64(data, start, end):
 
 
 @nb.njit(cache=True)
-def _shingle(data, s, e, hash_kind, w):
-    if hash_kind == 0:
-        return _sha1(data, s, e, w)
-    if hash_kind == 1:
-        return _xxh32(data, s, e)
+def _xxh32_w(data, s, e, w):
+    return _xxh32(data, s, e)
+
+
+@nb.njit(cache=True)
+def _fnv64_w(data, s, e, w):
     return _fnv64(data, s, e)
 
 
 @nb.njit(cache=True)
-def _shingles(data, start, end, word, ngram, hash_kind, whole_if_short, hashes, collect, legacy, a, b, sig):
+def _shingles(data, start, end, word, ngram, hash_fn, whole_if_short, hashes, collect, legacy, a, b, sig):
     """Every shingle hash of data[start:end]: all kept in `hashes` (collect), or folded into
     `sig` BLOCK at a time. Units (characters, or words split on single spaces) are found in one
     pass; a ring of the last ngram + 1 unit starts gives each shingle's bytes. Returns the count."""
@@ -286,7 +286,7 @@ def _shingles(data, start, end, word, ngram, hash_kind, whole_if_short, hashes, 
             continue
         if units >= ngram:  # unit `units` starts here: the shingle ngram units back ends before it
             e = p - 1 if word else p
-            hashes[cnt] = _shingle(data, ring[(units - ngram) % size], e, hash_kind, w)
+            hashes[cnt] = hash_fn(data, ring[(units - ngram) % size], e, w)
             cnt += 1
             total += 1
             if not collect and cnt == BLOCK:
@@ -295,11 +295,11 @@ def _shingles(data, start, end, word, ngram, hash_kind, whole_if_short, hashes, 
         ring[units % size] = p
         units += 1
     if units >= ngram:
-        hashes[cnt] = _shingle(data, ring[(units - ngram) % size], end, hash_kind, w)
+        hashes[cnt] = hash_fn(data, ring[(units - ngram) % size], end, w)
         cnt += 1
         total += 1
     elif units > 0 and whole_if_short:
-        hashes[cnt] = _shingle(data, start, end, hash_kind, w)
+        hashes[cnt] = hash_fn(data, start, end, w)
         cnt += 1
         total += 1
     if not collect and cnt:
@@ -308,24 +308,30 @@ def _shingles(data, start, end, word, ngram, hash_kind, whole_if_short, hashes, 
 
 
 @nb.njit(cache=True)
-def _signatures(data, offsets, word, ngram, hash_kind, whole_if_short, legacy, a, b, sigs, counts):
+def _signatures(data, offsets, word, ngram, hash_fn, whole_if_short, legacy, a, b, sigs, counts):
     hashes = np.empty(BLOCK, np.uint64)
     sigs[:, :] = _EMPTY
     for i in range(len(offsets) - 1):
-        counts[i] = _shingles(data, offsets[i], offsets[i + 1], word, ngram, hash_kind, whole_if_short,
+        counts[i] = _shingles(data, offsets[i], offsets[i + 1], word, ngram, hash_fn, whole_if_short,
                               hashes, False, legacy, a, b, sigs[i])
 
 
 @nb.njit(cache=True)
-def _all_shingles(data, offsets, word, ngram, hash_kind, whole_if_short, hashes, counts):
+def _all_shingles(data, offsets, word, ngram, hash_fn, whole_if_short, hashes, counts):
     """Every shingle hash of every document, back to back (for the torch path)."""
     at = 0
     none = np.zeros(0, np.uint64)
     for i in range(len(offsets) - 1):
-        counts[i] = _shingles(data, offsets[i], offsets[i + 1], word, ngram, hash_kind, whole_if_short,
+        counts[i] = _shingles(data, offsets[i], offsets[i + 1], word, ngram, hash_fn, whole_if_short,
                               hashes[at:], True, False, none, none, np.zeros(0, np.uint32))
         at += counts[i]
     return at
+
+
+def _hash_fn(name: str):
+    """The shingle hash kernel; the kernels that take it are compiled once per hash, so none
+    carries the others' code (libcrypto's call slowed the xxh32 loop by a fifth)."""
+    return _sha1 if name == "sha1" else _xxh32_w
 
 
 def _utf8_buffer(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -355,11 +361,11 @@ class Signer:
         counts = np.empty(len(norm_texts), np.int64)
         if self.device:
             hashes = np.empty(len(data) + len(norm_texts) + 1, np.uint64)
-            n = _all_shingles(data, offsets, p.shingle == "word", p.ngram, HASHES[p.hash], p.short_docs == "whole",
+            n = _all_shingles(data, offsets, p.shingle == "word", p.ngram, _hash_fn(p.hash), p.short_docs == "whole",
                               hashes, counts)
             return self._fold_torch(hashes[:n], counts), counts
         sigs = np.empty((len(norm_texts), p.num_perm), np.uint32)
-        _signatures(data, offsets, p.shingle == "word", p.ngram, HASHES[p.hash], p.short_docs == "whole",
+        _signatures(data, offsets, p.shingle == "word", p.ngram, _hash_fn(p.hash), p.short_docs == "whole",
                     p.scheme == "legacy", self.a, self.b, sigs, counts)
         return sigs, counts
 
@@ -402,7 +408,7 @@ def shingle_set(norm_text: str, params: MinHashParams) -> np.ndarray:
     n = int(offsets[1])
     out = np.empty(n + 1, np.uint64)
     none = np.zeros(0, np.uint64)
-    cnt = _shingles(data, 0, n, params.shingle == "word", params.ngram, HASHES[params.hash],
+    cnt = _shingles(data, 0, n, params.shingle == "word", params.ngram, _hash_fn(params.hash),
                     params.short_docs == "whole", out, True, False, none, none, np.zeros(0, np.uint32))
     return np.unique(out[:cnt])
 
@@ -414,7 +420,7 @@ def ngram_hashes(norm_text: str, n: int) -> np.ndarray:
     size = int(offsets[1])
     out = np.empty(size + 1, np.uint64)
     none = np.zeros(0, np.uint64)
-    cnt = _shingles(data, 0, size, True, n, _FNV64, True, out, True, False, none, none, np.zeros(0, np.uint32))
+    cnt = _shingles(data, 0, size, True, n, _fnv64_w, True, out, True, False, none, none, np.zeros(0, np.uint32))
     return np.unique(out[:cnt])
 
 
