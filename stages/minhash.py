@@ -15,23 +15,17 @@ them no shingle. A document with no shingle has no signature and takes no part i
 """
 from __future__ import annotations
 
-import ctypes.util
-import hashlib
-import struct
 from dataclasses import dataclass
 
-import llvmlite.binding as llvm
 import numba as nb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import xxhash
 
 from slimpipe.stages.normalize import normalize_text
+from slimpipe.stages.shingle_hash import M32 as _M32
+from slimpipe.stages.shingle_hash import fnv64_w, hash32, hash_fn
 
-HASHES = ("sha1", "xxh32")
-SCHEMES = ("affine32", "legacy")
-_M32 = np.uint64(0xFFFFFFFF)
 _MERSENNE = np.uint64((1 << 61) - 1)
 _U61 = np.uint64(61)
 _EMPTY = np.uint32(0xFFFFFFFF)  # datasketch's initial hash value (max_hash)
@@ -59,149 +53,6 @@ class MinHashParams:
 
         a, b = MinHash(num_perm=self.num_perm, seed=self.seed, scheme=self.scheme).permutations
         return np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64)
-
-
-# --- 32-bit shingle hashes --------------------------------------------------------------------
-
-
-def hash32(data: bytes, kind: str) -> int:
-    """The shingle hash in plain Python: the `hashfunc` to give datasketch."""
-    if kind == "sha1":
-        return struct.unpack("<I", hashlib.sha1(data).digest()[:4])[0]
-    return xxhash.xxh32_intdigest(data, 0)
-
-
-_P1, _P2, _P3, _P4, _P5 = (np.uint64(p) for p in (2654435761, 2246822519, 3266489917, 668265263, 374761393))
-
-
-@nb.njit(inline="always")
-def _rotl(x, r):
-    return ((x << np.uint64(r)) | (x >> np.uint64(32 - r))) & _M32
-
-
-@nb.njit(inline="always")
-def _read32le(data, p):
-    return (np.uint64(data[p]) | (np.uint64(data[p + 1]) << np.uint64(8))
-            | (np.uint64(data[p + 2]) << np.uint64(16)) | (np.uint64(data[p + 3]) << np.uint64(24)))
-
-
-@nb.njit(cache=True)
-def _xxh32(data, start, end):
-    p = start
-    n = end - start
-    if n >= 16:
-        v1 = (_P1 + _P2) & _M32
-        v2 = _P2
-        v3 = np.uint64(0)
-        v4 = (np.uint64(0x100000000) - _P1) & _M32
-        while p + 16 <= end:
-            v1 = (_rotl((v1 + _read32le(data, p) * _P2) & _M32, 13) * _P1) & _M32
-            v2 = (_rotl((v2 + _read32le(data, p + 4) * _P2) & _M32, 13) * _P1) & _M32
-            v3 = (_rotl((v3 + _read32le(data, p + 8) * _P2) & _M32, 13) * _P1) & _M32
-            v4 = (_rotl((v4 + _read32le(data, p + 12) * _P2) & _M32, 13) * _P1) & _M32
-            p += 16
-        h = (_rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)) & _M32
-    else:
-        h = _P5
-    h = (h + np.uint64(n)) & _M32
-    while p + 4 <= end:
-        h = (h + _read32le(data, p) * _P3) & _M32
-        h = (_rotl(h, 17) * _P4) & _M32
-        p += 4
-    while p < end:
-        h = (h + np.uint64(data[p]) * _P5) & _M32
-        h = (_rotl(h, 11) * _P1) & _M32
-        p += 1
-    h ^= h >> np.uint64(15)
-    h = (h * _P2) & _M32
-    h ^= h >> np.uint64(13)
-    h = (h * _P3) & _M32
-    h ^= h >> np.uint64(16)
-    return h
-
-
-@nb.njit(cache=True)
-def _sha1_32(data, start, end, w):
-    """The first four digest bytes of SHA-1(data[start:end]) read little-endian, as
-    datasketch's sha1_hash32. `w` is an 80-word scratch array."""
-    n = end - start
-    total = ((n + 8) // 64 + 1) * 64
-    h0 = np.uint64(0x67452301)
-    h1 = np.uint64(0xEFCDAB89)
-    h2 = np.uint64(0x98BADCFE)
-    h3 = np.uint64(0x10325476)
-    h4 = np.uint64(0xC3D2E1F0)
-    for block in range(0, total, 64):
-        for t in range(16):
-            w[t] = 0
-        for i in range(block, min(block + 64, n)):  # message bytes, big-endian words
-            w[(i - block) >> 2] |= np.uint64(data[start + i]) << np.uint64(24 - 8 * ((i - block) & 3))
-        if block <= n < block + 64:  # the 0x80 after the message
-            w[(n - block) >> 2] |= np.uint64(0x80) << np.uint64(24 - 8 * ((n - block) & 3))
-        if block == total - 64:  # the message length in bits
-            w[14] = (np.uint64(n) * np.uint64(8)) >> np.uint64(32)
-            w[15] = (np.uint64(n) * np.uint64(8)) & _M32
-        for t in range(16, 80):
-            w[t] = _rotl(w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16], 1)
-        a, b, c, d, e = h0, h1, h2, h3, h4
-        # four loops of 20 rounds, so that no round branches on its number
-        for t in range(20):
-            tmp = (_rotl(a, 5) + ((b & c) | ((~b & _M32) & d)) + e + np.uint64(0x5A827999) + w[t]) & _M32
-            e, d, c, b, a = d, c, _rotl(b, 30), a, tmp
-        for t in range(20, 40):
-            tmp = (_rotl(a, 5) + (b ^ c ^ d) + e + np.uint64(0x6ED9EBA1) + w[t]) & _M32
-            e, d, c, b, a = d, c, _rotl(b, 30), a, tmp
-        for t in range(40, 60):
-            tmp = (_rotl(a, 5) + ((b & c) | (b & d) | (c & d)) + e + np.uint64(0x8F1BBCDC) + w[t]) & _M32
-            e, d, c, b, a = d, c, _rotl(b, 30), a, tmp
-        for t in range(60, 80):
-            tmp = (_rotl(a, 5) + (b ^ c ^ d) + e + np.uint64(0xCA62C1D6) + w[t]) & _M32
-            e, d, c, b, a = d, c, _rotl(b, 30), a, tmp
-        h0 = (h0 + a) & _M32
-        h1 = (h1 + b) & _M32
-        h2 = (h2 + c) & _M32
-        h3 = (h3 + d) & _M32
-        h4 = (h4 + e) & _M32
-    # digest[:4] is h0 big-endian; datasketch unpacks it little-endian
-    return (((h0 & np.uint64(0xFF)) << np.uint64(24)) | ((h0 & np.uint64(0xFF00)) << np.uint64(8))
-            | ((h0 >> np.uint64(8)) & np.uint64(0xFF00)) | (h0 >> np.uint64(24)))
-
-
-def _load_libcrypto() -> bool:
-    """Make libcrypto's SHA-1 callable from the kernels, if this machine has it."""
-    path = ctypes.util.find_library("crypto")
-    try:
-        lib = ctypes.CDLL(path)
-        lib.SHA1_Init, lib.SHA1_Update, lib.SHA1_Final  # noqa: B018 (present in OpenSSL 1.1 and 3)
-    except (OSError, AttributeError, TypeError):
-        return False
-    llvm.load_library_permanently(path)
-    return True
-
-
-# libcrypto's SHA-1 uses the CPU's SHA instructions where there are some: measured 55 ns a
-# 13-byte shingle against 280 ns for _sha1_32, which stays as the fallback (same digest).
-OPENSSL_SHA1 = _load_libcrypto()
-if OPENSSL_SHA1:
-    _SHA1_Init = nb.types.ExternalFunction("SHA1_Init", nb.types.intc(nb.types.uintp))
-    _SHA1_Update = nb.types.ExternalFunction("SHA1_Update", nb.types.intc(nb.types.uintp, nb.types.uintp,
-                                                                          nb.types.uintp))
-    _SHA1_Final = nb.types.ExternalFunction("SHA1_Final", nb.types.intc(nb.types.uintp, nb.types.uintp))
-
-    @nb.njit(cache=True)
-    def _sha1_32_openssl(data, start, end, w):
-        """_sha1_32 by libcrypto; `w` (640 bytes) holds its context and the digest."""
-        ctx = w.ctypes.data
-        _SHA1_Init(ctx)
-        _SHA1_Update(ctx, data.ctypes.data + start, end - start)
-        _SHA1_Final(ctx + 512, ctx)
-        md = w.view(np.uint8)
-        return (np.uint64(md[512]) | (np.uint64(md[513]) << np.uint64(8)) | (np.uint64(md[514]) << np.uint64(16))
-                | (np.uint64(md[515]) << np.uint64(24)))
-
-    _sha1 = _sha1_32_openssl
-else:
-    _sha1 = _sha1_32
 
 
 # --- shingles and signatures ----------------------------------------------------------------
@@ -237,28 +88,6 @@ def _fold(hashes, cnt, legacy, a, b, sig):
             for j in range(cnt):
                 m = min(m, (hashes[j] * ak + bk) & _M32)
         sig[k] = m
-
-
-@nb.njit(cache=True)
-def _fnv64(data, start, end):
-    h = np.uint64(0xCBF29CE484222325)
-    for p in range(start, end):
-        h = (h ^ np.uint64(data[p])) * np.uint64(0x100000001B3)
-    h ^= h >> np.uint64(33)  # murmur3's fmix64 spreads FNV's weak low bits
-    h *= np.uint64(0xFF51AFD7ED558CCD)
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xC4CEB9FE1A85EC53)
-    return h ^ (h >> np.uint64(33))
-
-
-@nb.njit(cache=True)
-def _xxh32_w(data, s, e, w):
-    return _xxh32(data, s, e)
-
-
-@nb.njit(cache=True)
-def _fnv64_w(data, s, e, w):
-    return _fnv64(data, s, e)
 
 
 @nb.njit(cache=True)
@@ -328,12 +157,6 @@ def _all_shingles(data, offsets, word, ngram, hash_fn, whole_if_short, hashes, c
     return at
 
 
-def _hash_fn(name: str):
-    """The shingle hash kernel; the kernels that take it are compiled once per hash, so none
-    carries the others' code (libcrypto's call slowed the xxh32 loop by a fifth)."""
-    return _sha1 if name == "sha1" else _xxh32_w
-
-
 def _utf8_buffer(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     arr = pa.array(texts, pa.large_string())
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[: len(arr) + 1]
@@ -361,11 +184,11 @@ class Signer:
         counts = np.empty(len(norm_texts), np.int64)
         if self.device:
             hashes = np.empty(len(data) + len(norm_texts) + 1, np.uint64)
-            n = _all_shingles(data, offsets, p.shingle == "word", p.ngram, _hash_fn(p.hash), p.short_docs == "whole",
+            n = _all_shingles(data, offsets, p.shingle == "word", p.ngram, hash_fn(p.hash), p.short_docs == "whole",
                               hashes, counts)
             return self._fold_torch(hashes[:n], counts), counts
         sigs = np.empty((len(norm_texts), p.num_perm), np.uint32)
-        _signatures(data, offsets, p.shingle == "word", p.ngram, _hash_fn(p.hash), p.short_docs == "whole",
+        _signatures(data, offsets, p.shingle == "word", p.ngram, hash_fn(p.hash), p.short_docs == "whole",
                     p.scheme == "legacy", self.a, self.b, sigs, counts)
         return sigs, counts
 
@@ -408,7 +231,7 @@ def shingle_set(norm_text: str, params: MinHashParams) -> np.ndarray:
     n = int(offsets[1])
     out = np.empty(n + 1, np.uint64)
     none = np.zeros(0, np.uint64)
-    cnt = _shingles(data, 0, n, params.shingle == "word", params.ngram, _hash_fn(params.hash),
+    cnt = _shingles(data, 0, n, params.shingle == "word", params.ngram, hash_fn(params.hash),
                     params.short_docs == "whole", out, True, False, none, none, np.zeros(0, np.uint32))
     return np.unique(out[:cnt])
 
@@ -420,7 +243,7 @@ def ngram_hashes(norm_text: str, n: int) -> np.ndarray:
     size = int(offsets[1])
     out = np.empty(size + 1, np.uint64)
     none = np.zeros(0, np.uint64)
-    cnt = _shingles(data, 0, size, True, n, _fnv64_w, True, out, True, False, none, none, np.zeros(0, np.uint32))
+    cnt = _shingles(data, 0, size, True, n, fnv64_w, True, out, True, False, none, none, np.zeros(0, np.uint32))
     return np.unique(out[:cnt])
 
 

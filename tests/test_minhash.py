@@ -200,12 +200,12 @@ def test_both_sha1_kernels_equal_hashlib():
     import hashlib
     import struct
 
-    from slimpipe.stages import minhash
+    from slimpipe.stages import shingle_hash
 
     rng = np.random.default_rng(0)
     data = rng.integers(0, 256, 400, dtype=np.uint8)
     w = np.empty(80, np.uint64)
-    kernels = [minhash._sha1_32] + ([minhash._sha1_32_openssl] if minhash.OPENSSL_SHA1 else [])
+    kernels = [shingle_hash._sha1_32] + ([shingle_hash._sha1_32_openssl] if shingle_hash.OPENSSL_SHA1 else [])
     for n in range(0, 200):
         expected = struct.unpack("<I", hashlib.sha1(bytes(data[7:7 + n])).digest()[:4])[0]
         assert all(k(data, 7, 7 + n, w) == expected for k in kernels), n
