@@ -28,19 +28,12 @@ from slimpipe.stages.lsh import band_rows, bucket_edges, resolve_bands
 from slimpipe.stages.minhash import MinHashParams
 from slimpipe.stages.near_dedup import (attach_texts, choose_survivors, components, node_numbers, part_of,
                                         row_of, verify)
-from slimpipe.stages.write import DUPSET_DIRS
+from slimpipe.stages.write import removed_lines
 from slimpipe.storage import (exists, join, list_files, read_json, read_parquet_files, resolve,
                               write_json_atomic, write_parquet_atomic)
 
 STEPS = ("lsh", "verify", "components", "survivors")
 MEMBER_COLUMNS = ["id", "source", "bytes_clean", "file", "line", "chunk", "minhash"]
-
-
-def _drop_lines(fs, work: str, chunk: str) -> np.ndarray:
-    """Lines of a chunk that dedup already removed (so they are not documents)."""
-    lines = [pq.read_table(p, filesystem=fs)["line"].to_numpy()
-             for p in (join(work, d, f"{chunk}.parquet") for d in DUPSET_DIRS) if exists(fs, p)]
-    return np.concatenate(lines) if lines else np.zeros(0, np.int64)
 
 
 # --- per-block functions (run in Ray tasks) ---------------------------------------------------
@@ -53,7 +46,7 @@ def _bands_of_parts(batch: pa.Table, parts: list[dict], bands: int, rows: int, p
         fs, work = resolve(part["work"])
         t = pq.read_table(part["path"], filesystem=fs, columns=["line", "minhash", "shingles"])
         live = pc.and_(pc.greater(t["shingles"], 0),
-                       pc.invert(pc.is_in(t["line"], pa.array(_drop_lines(fs, work, part["chunk"])))))
+                       pc.invert(pc.is_in(t["line"], removed_lines(fs, work, part["chunk"]))))
         idx = np.flatnonzero(live.to_numpy(zero_copy_only=False))
         if len(idx):
             sigs = np.frombuffer(b"".join(t["minhash"].take(pa.array(idx)).to_pylist()), "<u4").reshape(len(idx), -1)

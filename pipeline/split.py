@@ -23,8 +23,8 @@ from slimpipe.rundir import RunDir
 from slimpipe.stages.decontaminate import Contaminants, contaminant_hashes, holdout_mask
 from slimpipe.stages.normalize import normalize_text, text_hash
 from slimpipe.stages.read import read_chunk
-from slimpipe.stages.write import DUPSET_DIRS, rejected_rows
-from slimpipe.storage import exists, join, list_files, resolve, write_parquet_atomic
+from slimpipe.stages.write import DUPSET_DIRS, rejected_rows, removed_lines
+from slimpipe.storage import join, list_files, resolve, write_parquet_atomic
 
 PART_COLUMNS = ["id", "text", "source", "url", "meta", "file", "line", "chunk", "bytes_read", "utf8_repaired",
                 "language", "language_score", "quality_score", "text_hash"]
@@ -33,10 +33,8 @@ PART_COLUMNS = ["id", "text", "source", "url", "meta", "file", "line", "chunk", 
 def _documents_of_chunk(fs, work: str, chunk: str, paths: list[str]) -> pa.Table:
     """The chunk's documents after dedup (earlier decontamination excluded: it is redone whole)."""
     table = pa.concat_tables([pq.read_table(p, filesystem=fs, columns=PART_COLUMNS) for p in paths])
-    for d in DUPSET_DIRS:
-        if d != "decontaminated" and exists(fs, path := join(work, d, f"{chunk}.parquet")):
-            table = table.filter(pc.invert(pc.is_in(table["line"], pq.read_table(path, filesystem=fs)["line"])))
-    return table
+    dedup_dirs = [d for d in DUPSET_DIRS if d != "decontaminated"]
+    return table.filter(pc.invert(pc.is_in(table["line"], removed_lines(fs, work, chunk, dedup_dirs))))
 
 
 def _holdout_contaminants(batch: pa.Table, work_uri: str, split: dict) -> pa.Table:

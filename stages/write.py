@@ -51,6 +51,13 @@ def rejected_rows(table: pa.Table) -> pa.Table:
     )
 
 
+def removed_lines(fs, work: str, chunk: str, dirs=DUPSET_DIRS) -> pa.Array:
+    """The lines of a chunk that exact dedup, near dedup or decontamination removed (of `dirs`)."""
+    lines = [pq.read_table(p, filesystem=fs)["line"].combine_chunks()
+             for p in (join(work, d, f"{chunk}.parquet") for d in dirs) if exists(fs, p)]
+    return pa.concat_arrays(lines) if lines else pa.array([], pa.int64())
+
+
 def first_line(table: pa.Table) -> int:
     return pc.min(table["line"]).as_py() or 0
 
@@ -135,15 +142,13 @@ def write_document_shard(shard: dict, run_uri: str, work_uri: str, compression_l
     fs.create_dir(join(run, "documents"), recursive=True)
     stream = _HashingStream(fs.open_output_stream(tmp))
     rows = text_bytes = holdout = 0
-    dupsets: dict[str, pa.Array | None] = {}
+    dupsets: dict[str, pa.Array] = {}
     with pq.ParquetWriter(stream, DOCUMENT, compression="zstd", compression_level=compression_level) as writer:
         for chunk, part in shard["parts"]:
             table = pq.read_table(part, filesystem=fs, columns=[n for n in DOCUMENT.names if n != "split"])
             if chunk not in dupsets:
-                lines = [pq.read_table(p, filesystem=fs)["line"] for p in
-                         (join(work, d, f"{chunk}.parquet") for d in DUPSET_DIRS) if exists(fs, p)]
-                dupsets[chunk] = pa.concat_arrays([c.combine_chunks() for c in lines]) if lines else None
-            if dupsets[chunk] is not None:
+                dupsets[chunk] = removed_lines(fs, work, chunk)
+            if len(dupsets[chunk]):
                 table = table.filter(pc.invert(pc.is_in(table["line"], dupsets[chunk])))
             table = table.append_column("split", split_names(table["id"].to_pylist(), split["holdout_ratio"],
                                                              split["seed"]))
