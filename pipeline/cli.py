@@ -88,6 +88,50 @@ def _cmd_train_quality(args) -> int:
     return 0
 
 
+def _later_step(fn, *args, **kwargs) -> int:
+    """Run a step after `slimpipe run`; its known failures are messages, not tracebacks."""
+    from slimpipe.rundir import RunConflict
+    from slimpipe.stages.tokenize import TokenizerError
+
+    try:
+        result = fn(*args, **kwargs)
+    except (ConfigError, RunConflict, TokenizerError) as exc:
+        print(f"slimpipe: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_train_tokenizer(args) -> int:
+    from slimpipe.tokens import train_tokenizer
+
+    sets = list(args.set)
+    if args.vocab_size:
+        sets.append(f"tokenizer.vocab_size={args.vocab_size}")
+    if args.model_type:
+        sets.append(f"tokenizer.model_type={args.model_type}")
+    return _later_step(train_tokenizer, args.run, sets)
+
+
+def _cmd_tokenize(args) -> int:
+    from slimpipe.tokens import tokenize
+
+    return _later_step(tokenize, args.run, args.model, args.set, args.address)
+
+
+def _cmd_export(args) -> int:
+    from slimpipe.export import export
+
+    sets = list(args.set)
+    if args.seq_len:
+        sets.append(f"pack.seq_len={args.seq_len}")
+    if args.method:
+        sets.append(f"pack.method={args.method}")
+    if args.seed is not None:
+        sets.append(f"pack.seed={args.seed}")
+    return _later_step(export, args.run, args.format, args.out, sets, args.address)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slimpipe", description=__doc__)
     p.add_argument("--version", action="version", version=f"slimpipe {__version__}")
@@ -128,6 +172,32 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--dim", type=int, default=64)
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=_cmd_train_quality)
+
+    set_help = "override a config key, e.g. --set tokenize.bos=false"
+    t = sub.add_parser("train-tokenizer", help="train a SentencePiece model on a sample of RUN/documents")
+    t.add_argument("run")
+    t.add_argument("--vocab-size", type=int, metavar="N")
+    t.add_argument("--model-type", choices=["unigram", "bpe"])
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
+    t.set_defaults(func=_cmd_train_tokenizer)
+
+    k = sub.add_parser("tokenize", help="tokenize RUN/documents into RUN/tokens/*.arrow")
+    k.add_argument("run")
+    k.add_argument("--model", metavar="FILE", help="a SentencePiece .model (default: the one train-tokenizer stored in RUN)")
+    k.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
+    k.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    k.set_defaults(func=_cmd_tokenize)
+
+    e = sub.add_parser("export", help="export RUN/tokens as training shards")
+    e.add_argument("run")
+    e.add_argument("--format", required=True, choices=["megatron", "arrow"])
+    e.add_argument("--out", metavar="DIR", help="an empty folder (default: RUN/export/FORMAT)")
+    e.add_argument("--seq-len", type=int, metavar="N", help="sequence length of packed Arrow (pack.seq_len)")
+    e.add_argument("--method", choices=["bfd", "concat"], help="packing method (pack.method)")
+    e.add_argument("--seed", type=int, help="document and sequence order (pack.seed)")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
+    e.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    e.set_defaults(func=_cmd_export)
     return p
 
 

@@ -115,9 +115,24 @@ def resolve(
     return config
 
 
+def later_config(run_config: dict, overrides: list[str] | None = None) -> dict:
+    """The config of a step after `slimpipe run`: the run's own, completed by its preset's
+    defaults for keys it lacks (a run made before a step existed), then `--set` overrides."""
+    config = merge(load_preset(run_config.get("preset") or DEFAULT_PRESET), run_config)
+    for item in overrides or []:
+        config = merge(config, parse_override(item))
+    validate(config)
+    return config
+
+
+# Settings of the steps after `slimpipe run`: they do not shape RUN/documents, so changing them
+# never conflicts with the run; each of those steps records what it used.
+LATER_STEPS = ("tokenizer", "tokenize", "pack")
+
+
 def fingerprint(config: dict) -> str:
     """Hash of everything that shapes the output; where it lives and how it runs are left out."""
-    shaping = {k: v for k, v in config.items() if k not in ("ray", "preset")}
+    shaping = {k: v for k, v in config.items() if k not in ("ray", "preset", *LATER_STEPS)}
     shaping["output"] = {k: v for k, v in config["output"].items() if k != "path"}
     shaping["input"] = {k: v for k, v in config["input"].items() if k != "paths"}
     blob = json.dumps(shaping, sort_keys=True).encode()

@@ -78,6 +78,17 @@ class RunDir:
         self.save()
         return False
 
+    def load_finished(self) -> dict:
+        """The state of a finished run, for the steps that follow `slimpipe run`."""
+        run_json = join(self.path, "run.json")
+        if not exists(self.fs, run_json):
+            raise RunConflict(f"{self.uri} is not a slimpipe run (it has no run.json)")
+        self.state = read_json(self.fs, run_json)
+        if self.state.get("status") != "done":
+            raise RunConflict(f"{self.uri} has not finished (status: {self.state.get('status')}); "
+                              "run `slimpipe run` on it again to resume it")
+        return self.state
+
     def save(self) -> None:
         write_json_atomic(self.fs, join(self.path, "run.json"), self.state)
 

@@ -90,3 +90,25 @@ CLUSTER = pa.schema(
         ("sources", pa.list_(pa.string())),
     ]
 )
+
+
+def tokens_schema(token_type: pa.DataType) -> pa.Schema:
+    """RUN/tokens/*.arrow: one row per document; `input_ids` is uint16 while the vocabulary fits
+    in it, else uint32, with BOS/EOS as the tokenize config says (none for an empty text)."""
+    return pa.schema([
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("split", pa.string()),  # train | holdout, as in RUN/documents
+        ("input_ids", pa.large_list(token_type)),
+    ])
+
+
+def packed_schema(token_type: pa.DataType) -> pa.Schema:
+    """Packed Arrow export: one row per training sequence of seq_len tokens."""
+    return pa.schema([
+        ("input_ids", pa.list_(token_type)),
+        ("position_ids", pa.list_(pa.int32())),  # restart at 0 at every piece (and the padding)
+        ("labels", pa.list_(pa.int32())),  # input ids, -100 at each piece's first token and padding
+        ("cu_seqlens", pa.list_(pa.int32())),  # piece boundaries, 0 .. seq_len
+        ("documents", pa.list_(pa.string())),  # ids of the documents whose pieces it holds, in order
+    ])

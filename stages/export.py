@@ -1,0 +1,140 @@
+"""Export stage: RUN/tokens -> training shards, one group (a tokens file) at a time, each split
+apart so train and holdout never share a file.
+
+- `arrow`: packed sequences (stages/pack.py) as Arrow IPC streams, OUT/SPLIT/NAME.arrow.
+- `megatron`: Megatron-LM indexed datasets, OUT/SPLIT/NAME.bin + .idx, one document per
+  entry, as Megatron's preprocess_data.py writes them (Megatron packs at training time). The
+  .idx layout, from megatron/core/datasets/indexed_dataset.py: the magic b"MMIDIDX\\0\\0",
+  version 1 (<Q), dtype code (<B), sequence count (<Q), document count (<Q), then int32
+  sequence lengths, int64 byte pointers into .bin, int64 document indices (0, then the end of
+  each document).
+
+Documents are ordered by a permutation drawn from (seed, group), so an export is the same
+whenever it is run. Empty documents carry no tokens and are counted, not written.
+"""
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from slimpipe.stages.pack import materialize_numpy, materialize_torch, packed_table, plan
+from slimpipe.storage import join, resolve, write_bytes_atomic, write_json_atomic
+
+FORMATS = ("megatron", "arrow")
+SPLITS = ("train", "holdout")
+MEGATRON_MAGIC = b"MMIDIDX\x00\x00"
+MEGATRON_DTYPE_CODES = {np.dtype(np.uint8): 1, np.dtype(np.int8): 2, np.dtype(np.int16): 3,
+                        np.dtype(np.int32): 4, np.dtype(np.int64): 5, np.dtype(np.float64): 6,
+                        np.dtype(np.float32): 7, np.dtype(np.uint16): 8}
+
+
+def megatron_dtype(vocab_size: int) -> np.dtype:
+    """Megatron's own choice (DType.optimal_dtype): uint16 below 65,500 ids, else int32."""
+    return np.dtype(np.uint16) if vocab_size < 65500 else np.dtype(np.int32)
+
+
+def megatron_index(lengths: np.ndarray, dtype: np.dtype) -> bytes:
+    lengths = np.asarray(lengths, dtype=np.int64)
+    pointers = np.concatenate([[0], np.cumsum(lengths)[:-1]]) * dtype.itemsize if len(lengths) else lengths
+    return b"".join([
+        MEGATRON_MAGIC,
+        struct.pack("<Q", 1),
+        struct.pack("<B", MEGATRON_DTYPE_CODES[dtype]),
+        struct.pack("<Q", len(lengths)),
+        struct.pack("<Q", len(lengths) + 1),
+        lengths.astype(np.int32).tobytes(),
+        pointers.astype(np.int64).tobytes(),
+        np.arange(len(lengths) + 1, dtype=np.int64).tobytes(),
+    ])
+
+
+def read_tokens(fs, path: str) -> pa.Table:
+    with fs.open_input_file(path) as f:
+        return pa.ipc.open_stream(f).read_all()
+
+
+def document_order(n: int, seed: int, group: str) -> np.ndarray:
+    return np.random.default_rng([seed, zlib.crc32(group.encode()), 0]).permutation(n)
+
+
+def split_documents(tokens: pa.Table, split: str, seed: int, group: str) -> tuple[pa.Table, int]:
+    """The split's non-empty documents in the seeded order, and how many were empty."""
+    rows = tokens.filter(pc.equal(tokens["split"], split))
+    lengths = pc.list_value_length(rows["input_ids"])
+    nonempty = rows.filter(pc.greater(lengths, 0))
+    return nonempty.take(document_order(nonempty.num_rows, seed, group)), rows.num_rows - nonempty.num_rows
+
+
+def flat_ids(docs: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """(start of each document, all ids back to back)."""
+    ids = docs["input_ids"].combine_chunks()
+    offsets = ids.offsets.to_numpy()
+    values = ids.values.to_numpy()[offsets[0]:offsets[-1]]
+    return offsets[:-1] - offsets[0], values
+
+
+def source_tokens(docs: pa.Table) -> dict:
+    grouped = pa.table({"source": docs["source"], "tokens": pc.list_value_length(docs["input_ids"])}) \
+        .group_by("source").aggregate([("tokens", "sum")])
+    return dict(zip(grouped["source"].to_pylist(), grouped["tokens_sum"].to_pylist()))
+
+
+class ExportStage:
+    """One task per group: read the tokens file once, write each split's shard, then the group's
+    counts (which mark it done for a resumed export)."""
+
+    def __init__(self, settings: dict, out_uri: str):
+        self.s = settings
+        self.out_uri = out_uri
+
+    def __call__(self, batch: dict) -> dict:
+        return {"done": [json.dumps(self.export_group(path)) for path in batch["path"]]}
+
+    def export_group(self, path: str) -> dict:
+        fs, _ = resolve(path)
+        out_fs, out = resolve(self.out_uri)
+        group = path.rsplit("/", 1)[-1].removesuffix(".arrow")
+        tokens = read_tokens(fs, path)
+        counts = {}
+        for split in SPLITS:
+            docs, empty = split_documents(tokens, split, self.s["seed"], group)
+            counts[split] = {"documents": docs.num_rows, "empty": empty, "sources": source_tokens(docs)}
+            if docs.num_rows:
+                counts[split].update(self.write_split(out_fs, join(out, split, group), docs, group))
+        done = {"group": group, "splits": counts}
+        write_json_atomic(out_fs, join(out, ".work", f"{group}.json"), done)
+        return done
+
+    def write_split(self, fs, prefix: str, docs: pa.Table, group: str) -> dict:
+        """Write one split of one group under `prefix` (OUT/SPLIT/GROUP); returns its counts."""
+        starts, ids = flat_ids(docs)
+        lengths = pc.list_value_length(docs["input_ids"]).to_numpy()
+        if self.s["format"] == "megatron":
+            dtype = np.dtype(self.s["megatron_dtype"])
+            write_bytes_atomic(fs, prefix + ".bin", ids.astype(dtype).tobytes())
+            write_bytes_atomic(fs, prefix + ".idx", megatron_index(lengths, dtype))
+            return {"tokens": int(len(ids)), "file": _relative(prefix)}
+        packing = plan(lengths, self.s["seq_len"], self.s["method"]).shuffled(
+            np.random.default_rng([self.s["seed"], zlib.crc32(group.encode()), 1]))
+        if self.s["device"] == "cpu":
+            arrays = materialize_numpy(ids, starts, packing, self.s["pad_id"])
+        else:
+            arrays = materialize_torch(ids, starts, packing, self.s["pad_id"], self.s["device"])
+        table = packed_table(arrays, docs.schema.field("input_ids").type.value_type, docs["id"].combine_chunks(), packing)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=1024)
+        write_bytes_atomic(fs, prefix + ".arrow", sink.getvalue())
+        return {"tokens": packing.tokens(), "sequences": packing.num_sequences,
+                "padding": packing.num_sequences * packing.seq_len - packing.tokens(),
+                "documents_split": packing.split_documents(), "file": _relative(prefix) + ".arrow"}
+
+
+def _relative(prefix: str) -> str:
+    """OUT/SPLIT/GROUP -> SPLIT/GROUP, how the manifest names a file."""
+    return "/".join(prefix.rsplit("/", 2)[-2:])
