@@ -29,7 +29,7 @@ from slimpipe.stages.minhash import MinHashParams
 from slimpipe.stages.near_dedup import (attach_texts, choose_survivors, components, node_numbers, part_of,
                                         row_of, verify)
 from slimpipe.stages.write import removed_lines
-from slimpipe.storage import (exists, join, list_files, read_json, read_parquet_files, resolve,
+from slimpipe.storage import (exists, join, list_files, read_json, read_own_files, resolve,
                               write_json_atomic, write_parquet_atomic)
 
 STEPS = ("lsh", "verify", "components", "survivors")
@@ -181,7 +181,7 @@ def _verify(rd: RunDir, parts: list[dict], near: dict, reducers: int) -> dict:
     files = rd.files("_work/near/edges")
     rows = []
     if files:
-        ds = read_parquet_files(rd.uri_of(), files, columns=["u", "v"])
+        ds = read_own_files(rd.uri_of(), files, columns=["u", "v"])
         ds = ds.map_batches(_with_part_of, fn_kwargs={"side": "u"}, batch_format="pyarrow", batch_size=None)
         ds = ds.groupby("part", num_partitions=reducers).map_groups(
             _texts_of_part, fn_kwargs={"parts": parts, "side": "u"}, batch_format="pyarrow")
@@ -203,7 +203,7 @@ def _survivors(rd: RunDir, parts: list[dict], near: dict, nodes: int, reducers: 
     if not nodes:
         return {"partitions": 0}
     partitions = max(1, math.ceil(nodes / 1_000_000))
-    ds = read_parquet_files(rd.uri_of(), [join(rd.work, "near", "components.parquet")])
+    ds = read_own_files(rd.uri_of(), [join(rd.work, "near", "components.parquet")])
     ds = ds.map_batches(_with_part_of, fn_kwargs={"side": "node"}, batch_format="pyarrow", batch_size=None)
     ds = ds.groupby("part", num_partitions=reducers).map_groups(
         _members_of_part, fn_kwargs={"parts": parts, "partitions": partitions}, batch_format="pyarrow")

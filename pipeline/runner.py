@@ -32,7 +32,7 @@ from slimpipe.stages.normalize import Normalizer
 from slimpipe.stages.read import read_dataset
 from slimpipe.stages.write import PartWriter, plan_shards, write_document_shard
 from slimpipe.stats import collect_stats, write_reports
-from slimpipe.storage import (exists, join, read_json, read_parquet_files, resolve, write_json_atomic,
+from slimpipe.storage import (exists, join, read_json, read_own_files, resolve, write_json_atomic,
                               write_parquet_atomic)
 
 log = logging.getLogger("slimpipe")
@@ -254,7 +254,7 @@ def _stage_dedup(rd: RunDir, config) -> None:
     # Bound each reducer's share of the index to about a million rows (~100 MB).
     partitions = max(1, math.ceil(sum(p.rows for p in kept.values()) / 1_000_000))
     level = config["output"]["compression_level"]
-    ds = read_parquet_files(rd.uri_of(), parts, columns=INDEX_COLUMNS)
+    ds = read_own_files(rd.uri_of(), parts, columns=INDEX_COLUMNS)
     ds = ds.map_batches(_index_partition, fn_kwargs={"partitions": partitions},
                         batch_format="pyarrow", batch_size=None)
     ds = ds.groupby("partition", num_partitions=_reducers(partitions)).map_groups(

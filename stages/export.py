@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from slimpipe.stages.pack import materialize_numpy, materialize_torch, packed_table, plan
-from slimpipe.storage import join, resolve, write_bytes_atomic, write_json_atomic
+from slimpipe.storage import join, read_arrow_stream, resolve, write_bytes_atomic, write_json_atomic
 
 FORMATS = ("megatron", "arrow")
 SPLITS = ("train", "holdout")
@@ -51,11 +51,6 @@ def megatron_index(lengths: np.ndarray, dtype: np.dtype) -> bytes:
         pointers.astype(np.int64).tobytes(),
         np.arange(len(lengths) + 1, dtype=np.int64).tobytes(),
     ])
-
-
-def read_tokens(fs, path: str) -> pa.Table:
-    with fs.open_input_file(path) as f:
-        return pa.ipc.open_stream(f).read_all()
 
 
 def document_order(n: int, seed: int, group: str) -> np.ndarray:
@@ -99,7 +94,7 @@ class ExportStage:
         fs, _ = resolve(path)
         out_fs, out = resolve(self.out_uri)
         group = path.rsplit("/", 1)[-1].removesuffix(".arrow")
-        tokens = read_tokens(fs, path)
+        tokens = read_arrow_stream(fs, path)
         counts = {}
         for split in SPLITS:
             docs, empty = split_documents(tokens, split, self.s["seed"], group)
