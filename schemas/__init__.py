@@ -111,4 +111,5 @@ def packed_schema(token_type: pa.DataType) -> pa.Schema:
         ("labels", pa.list_(pa.int32())),  # input ids, -100 at each piece's first token and padding
         ("cu_seqlens", pa.list_(pa.int32())),  # piece boundaries, 0 .. seq_len
         ("documents", pa.list_(pa.string())),  # ids of the documents whose pieces it holds, in order
+        ("document_offsets", pa.list_(pa.int64())),  # where in its document each piece starts
     ])

@@ -232,8 +232,8 @@ def materialize_torch(tokens: np.ndarray, doc_start: np.ndarray, plan: Plan, pad
 
 
 def packed_table(arrays: dict, token_type: pa.DataType, doc_ids: pa.Array, plan: Plan) -> pa.Table:
-    """The packed arrays as an Arrow table, one row per sequence; `documents` names the
-    documents each sequence holds pieces of, in order."""
+    """The packed arrays as an Arrow table, one row per sequence; `documents` and
+    `document_offsets` say which piece of which document each piece is."""
     n, L = plan.num_sequences, plan.seq_len
 
     def fixed(values: np.ndarray, typ: pa.DataType) -> pa.Array:
@@ -249,4 +249,5 @@ def packed_table(arrays: dict, token_type: pa.DataType, doc_ids: pa.Array, plan:
         "cu_seqlens": pa.ListArray.from_arrays(pa.array(arrays["cu_seqlens_offsets"].astype(np.int32)),
                                                pa.array(arrays["cu_seqlens"].astype(np.int32))),
         "documents": pa.ListArray.from_arrays(doc_offsets, doc_ids.take(pa.array(plan.doc))),
+        "document_offsets": pa.ListArray.from_arrays(doc_offsets, pa.array(plan.doc_offset, pa.int64())),
     }, schema=packed_schema(token_type))
