@@ -125,8 +125,10 @@ def tokenize(run_uri: str, model_path: str | None = None, overrides: list[str] |
             cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
             actors = min(len(todo), cfg["actors"] or cpus)
             ds = ray.data.from_items([{"unit": json.dumps(u)} for u in todo], override_num_blocks=len(todo))
+            # A fixed pool, all actors started at once: the stage reads its own input, so there
+            # are no read tasks that actors holding every CPU could starve.
             ds = ds.map_batches(TokenizeStage, batch_size=1, num_cpus=1,
-                                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
+                                compute=ray.data.ActorPoolStrategy(size=actors),
                                 fn_constructor_kwargs={"model": model, "bos": cfg["bos"], "eos": cfg["eos"],
                                                        "run_uri": rd.uri})
             for _ in ds.iter_rows():

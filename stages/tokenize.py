@@ -134,19 +134,24 @@ class TokenizeStage:
         return {"done": [json.dumps(d) for d in done]}
 
 
-def plan_units(run_uri: str, files: list[str], unit_bytes: int) -> list[dict]:
-    """Consecutive row groups of each documents shard, about `unit_bytes` of text each."""
+def plan_units(run_uri: str, files: list[str], unit_bytes: int, min_units: int = 64) -> list[dict]:
+    """Consecutive row groups of each documents shard, about `unit_bytes` of text each, or
+    smaller so that a small run still makes `min_units` units to spread over the actors (a
+    row group is the smallest unit). Depends on the documents and the config alone, so a
+    resumed run finds the same units."""
     fs, _ = resolve(run_uri)
+    metas = [(path, pq.ParquetFile(path, filesystem=fs).metadata) for path in files]
+    total = sum(m.row_group(rg).total_byte_size for _, m in metas for rg in range(m.num_row_groups))
+    target = max(1, min(unit_bytes, total // min_units))
     units = []
-    for path in files:
-        meta = pq.ParquetFile(path, filesystem=fs).metadata
+    for path, meta in metas:
         stem = path.rsplit("/", 1)[-1].removesuffix(".parquet")
         group: list[int] = []
         size = 0
         for rg in range(meta.num_row_groups):
             group.append(rg)
             size += meta.row_group(rg).total_byte_size
-            if size >= unit_bytes or rg == meta.num_row_groups - 1:
+            if size >= target or rg == meta.num_row_groups - 1:
                 units.append({"name": f"{stem}-{group[0]:05d}", "file": path, "row_groups": group})
                 group, size = [], 0
     return units
