@@ -15,6 +15,7 @@ whenever it is run. Empty documents carry no tokens and are counted, not written
 from __future__ import annotations
 
 import json
+import logging
 import struct
 import zlib
 
@@ -24,6 +25,8 @@ import pyarrow.compute as pc
 
 from slimpipe.stages.pack import materialize_numpy, materialize_torch, packed_table, plan
 from slimpipe.storage import join, read_arrow_stream, resolve, write_bytes_atomic, write_json_atomic
+
+log = logging.getLogger("slimpipe")
 
 FORMATS = ("megatron", "arrow")
 SPLITS = ("train", "holdout")
@@ -86,6 +89,7 @@ class ExportStage:
     def __init__(self, settings: dict, out_uri: str):
         self.s = settings
         self.out_uri = out_uri
+        self.torch_device = _torch_device(settings.get("device", "cpu"))
 
     def __call__(self, batch: dict) -> dict:
         return {"done": [json.dumps(self.export_group(path)) for path in batch["path"]]}
@@ -116,10 +120,10 @@ class ExportStage:
             return {"tokens": int(len(ids)), "file": _relative(prefix)}
         packing = plan(lengths, self.s["seq_len"], self.s["method"]).shuffled(
             np.random.default_rng([self.s["seed"], zlib.crc32(group.encode()), 1]))
-        if self.s["device"] == "cpu":
+        if self.torch_device is None:
             arrays = materialize_numpy(ids, starts, packing, self.s["pad_id"])
         else:
-            arrays = materialize_torch(ids, starts, packing, self.s["pad_id"], self.s["device"])
+            arrays = materialize_torch(ids, starts, packing, self.s["pad_id"], self.torch_device)
         table = packed_table(arrays, docs.schema.field("input_ids").type.value_type, docs["id"].combine_chunks(), packing)
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as writer:
@@ -128,6 +132,20 @@ class ExportStage:
         return {"tokens": packing.tokens(), "sequences": packing.num_sequences,
                 "padding": packing.num_sequences * packing.seq_len - packing.tokens(),
                 "documents_split": packing.split_documents(), "file": _relative(prefix) + ".arrow"}
+
+
+def _torch_device(device: str) -> str | None:
+    """None for the numpy path; for "cuda", the GPU Ray gave this worker. A worker given a GPU
+    that torch cannot see (a fake GPU resource, a driver problem) runs the same torch code on
+    the CPU, with a warning, rather than failing the export."""
+    if device == "cpu":
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    log.warning("export: this worker was given a GPU but torch sees no CUDA device; packing with torch on the CPU")
+    return "cpu"
 
 
 def _relative(prefix: str) -> str:
