@@ -157,6 +157,7 @@ def test_arrow_export_holds_every_token_once_and_splits_apart(tokens_run, arrow_
 def test_export_is_deterministic_and_refuses_a_used_folder(tokens_run, arrow_export, tmp_path):
     out, manifest = arrow_export
     again = export(str(tokens_run["dir"]), "arrow", str(tmp_path / "again"), ["pack.seq_len=512", "pack.seed=5"])
+    assert again["splits"] == manifest["splits"]
     for f in manifest["splits"]["train"]["files"]:
         assert (out / f).read_bytes() == (tmp_path / "again" / f).read_bytes()
     other = export(str(tokens_run["dir"]), "arrow", str(tmp_path / "seed6"), ["pack.seq_len=512", "pack.seed=6"])
