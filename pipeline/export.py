@@ -4,6 +4,7 @@ holds only an unfinished export with the same settings is carried on, any other 
 folder is refused."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import time
@@ -84,6 +85,9 @@ def _device(setting: str, fmt: str) -> str:
     gpus = ray.cluster_resources().get("GPU", 0)
     if setting == "cuda" and not gpus:
         raise ConfigError("pack.device is cuda but the Ray cluster has no GPU")
+    if setting == "auto" and gpus and importlib.util.find_spec("torch") is None:
+        log.warning("export: the cluster has a GPU but torch is not installed (the gpu extra); packing on the CPU")
+        return "cpu"
     return "cuda" if setting == "cuda" or (setting == "auto" and gpus) else "cpu"
 
 
@@ -109,7 +113,7 @@ def _manifest(settings: dict, groups: list[dict], rd: RunDir, state: dict, tok: 
     for split in SPLITS:
         acc = {"documents": 0, "empty_skipped": 0, "tokens": 0, "files": [], "sources": {}}
         if settings["format"] == "arrow":
-            acc.update(sequences=0, padding_tokens=0, documents_split=0)
+            acc.update(sequences=0, padding_tokens=0, documents_split=0, documents_over_seq_len=0)
         for g in sorted(groups, key=lambda g: g["group"]):
             c = g["splits"][split]
             acc["documents"] += c["documents"]
@@ -123,6 +127,7 @@ def _manifest(settings: dict, groups: list[dict], rd: RunDir, state: dict, tok: 
                     acc["sequences"] += c["sequences"]
                     acc["padding_tokens"] += c["padding"]
                     acc["documents_split"] += c["documents_split"]
+                    acc["documents_over_seq_len"] += c["documents_over_seq_len"]
         splits[split] = acc
     manifest = {
         **{k: settings[k] for k in ("format", "seq_len", "method", "seed")},

@@ -247,6 +247,13 @@ def summary_text(stats: dict) -> str:
         sizes = ", ".join(f"{k}: {v}" for k, v in near["cluster_sizes"].items() if v)
         lines.append(f"near dedup: {b['bands']} bands x {b['rows']} rows (threshold {b['threshold']}); "
                      f"{near['clusters']} clusters" + (f", largest {near['largest_cluster']}; sizes {sizes}" if sizes else ""))
+    if "tokens" in stats:
+        tok = stats["tokens"]
+        lines.append("")
+        lines.append(f"tokens ({tok['dtype']}, vocabulary {tok['vocab_size']}, model {tok['model_sha256'][:12]}):")
+        for name, s in [*sorted(tok["per_source"].items()), ("TOTAL", tok["total"])]:
+            lines.append(f"  {name[:19]:<20}{s['documents']:>10} docs{s['tokens']:>14} tokens"
+                         f"{s['tokens_per_byte']:>8.3f} per byte{s['empty']:>6} empty")
     c = stats["conservation"]
     verdict = "holds" if c["holds"] else "VIOLATED"
     lines.append("")

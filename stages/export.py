@@ -131,7 +131,9 @@ class ExportStage:
         write_bytes_atomic(fs, prefix + ".arrow", sink.getvalue())
         return {"tokens": packing.tokens(), "sequences": packing.num_sequences,
                 "padding": packing.num_sequences * packing.seq_len - packing.tokens(),
-                "documents_split": packing.split_documents(), "file": _relative(prefix) + ".arrow"}
+                "documents_split": packing.split_documents(),
+                "documents_over_seq_len": int(np.count_nonzero(lengths > packing.seq_len)),
+                "file": _relative(prefix) + ".arrow"}
 
 
 def _torch_device(device: str) -> str | None:

@@ -22,7 +22,7 @@ def reference_best_fit(lengths, seq_len):
     order = sorted(range(len(pieces)), key=lambda i: -pieces[i][0])  # stable: ties keep order
     room, last_touch = [], []
     out = {}
-    for i in order:
+    for step, i in enumerate(order):
         n, d, off = pieces[i]
         fits = [s for s in range(len(room)) if room[s] >= n]
         if fits:
@@ -35,7 +35,7 @@ def reference_best_fit(lengths, seq_len):
             last_touch.append(-1)
         out[(d, off)] = (s, seq_len - room[s])
         room[s] -= n
-        last_touch[s] = i
+        last_touch[s] = step
     return out, len(room)
 
 

@@ -148,10 +148,17 @@ def test_arrow_export_holds_every_token_once_and_splits_apart(tokens_run, arrow_
         expected = {i: ids for (i, s), ids in docs.items() if s == split}
         assert rebuilt == expected  # no token lost, duplicated, reordered or crossing splits
         assert manifest["splits"][split]["tokens"] == sum(map(len, expected.values()))
+        # best fit cuts exactly the documents longer than a sequence
+        over = sum(len(ids) > 512 for ids in expected.values())
+        assert manifest["splits"][split]["documents_split"] == manifest["splits"][split]["documents_over_seq_len"] == over
         assert sum(manifest["splits"][split]["sources"].values()) == manifest["splits"][split]["tokens"]
     assert manifest["tokenizer"]["sha256"] == tokens_run["info"]["sha256"]
     assert manifest["seed"] == 5 and manifest["seq_len"] == 512 and manifest["method"] == "bfd"
     assert manifest["source_run"]["path"] == str(tokens_run["dir"])
+    import datasets
+
+    ds = datasets.Dataset.from_file(str(out / manifest["splits"]["train"]["files"][0]))
+    assert ds.features["labels"].feature.dtype == "int32" and len(ds[0]["input_ids"]) == 512
 
 
 def test_export_is_deterministic_and_refuses_a_used_folder(tokens_run, arrow_export, tmp_path):
