@@ -102,14 +102,16 @@ def _later_step(fn, *args, **kwargs) -> int:
     return 0
 
 
+def _with_flags(args, keys: dict[str, str]) -> list[str]:
+    """--set overrides plus the flags given that stand for config keys (flag name -> key)."""
+    return [*args.set, *(f"{key}={getattr(args, flag)}" for flag, key in keys.items()
+                         if getattr(args, flag) is not None)]
+
+
 def _cmd_train_tokenizer(args) -> int:
     from slimpipe.tokens import train_tokenizer
 
-    sets = list(args.set)
-    if args.vocab_size:
-        sets.append(f"tokenizer.vocab_size={args.vocab_size}")
-    if args.model_type:
-        sets.append(f"tokenizer.model_type={args.model_type}")
+    sets = _with_flags(args, {"vocab_size": "tokenizer.vocab_size", "model_type": "tokenizer.model_type"})
     return _later_step(train_tokenizer, args.run, sets)
 
 
@@ -122,13 +124,7 @@ def _cmd_tokenize(args) -> int:
 def _cmd_export(args) -> int:
     from slimpipe.export import export
 
-    sets = list(args.set)
-    if args.seq_len:
-        sets.append(f"pack.seq_len={args.seq_len}")
-    if args.method:
-        sets.append(f"pack.method={args.method}")
-    if args.seed is not None:
-        sets.append(f"pack.seed={args.seed}")
+    sets = _with_flags(args, {"seq_len": "pack.seq_len", "method": "pack.method", "seed": "pack.seed"})
     return _later_step(export, args.run, args.format, args.out, sets, args.address)
 
 
