@@ -67,6 +67,13 @@ def test_round_trip_keeps_newlines_spaces_and_unseen_characters(tokens_run, c4_d
     assert sp.unk_id() not in sp.encode("𓀀") and sp.decode(sp.encode("𓀀")) == "𓀀"
 
 
+def test_a_vocabulary_the_sample_cannot_fill_is_a_message(tokens_run, tmp_path):
+    shutil.copytree(tokens_run["dir"], tmp_path / "run")
+    with pytest.raises(TokenizerError, match="smaller --vocab-size"):
+        train_tokenizer(str(tmp_path / "run"), ["tokenizer.vocab_size=90000"])
+    assert cli_main(["train-tokenizer", str(tmp_path / "nowhere")]) == 2  # not a run: a message
+
+
 def test_tokens_are_complete_and_readable(tokens_run):
     run_dir = tokens_run["dir"]
     docs = pq.read_table(run_dir / "documents").to_pylist()
