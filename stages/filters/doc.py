@@ -6,13 +6,14 @@ from __future__ import annotations
 import re
 from functools import cached_property
 
+import numba as nb
 import numpy as np
 
 _PARAGRAPH_BREAK = re.compile(r"\n{2,}")
-# Whole whitespace-separated tokens without a letter or digit, and without a letter: the regex
-# engine only lingers on the few tokens that qualify.
-_TOKEN_WITHOUT_WORD_CHAR = re.compile(r"(?<!\S)[^\w\s]+(?!\S)")
+# Whole whitespace-separated tokens without a letter: the regex engine only lingers on the few
+# tokens that qualify, and those without a letter or digit are among them.
 _TOKEN_WITHOUT_LETTER = re.compile(r"(?<!\S)(?:[^\s\w]|[\d_])+(?!\S)")
+_WORD_CHAR = re.compile(r"\w")
 # Odd 64-bit multiplier of the rolling n-gram hash (wraps around modulo 2**64).
 _HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
 
@@ -52,13 +53,17 @@ class Doc:
     def content_words(self) -> tuple[int, int]:
         """(count, total characters) of the words with a letter or digit (tokens of punctuation
         alone left out)."""
-        punct = _TOKEN_WITHOUT_WORD_CHAR.findall(self.text)
+        punct = [token for token in self._letterless_tokens if not _WORD_CHAR.search(token)]
         return len(self.words) - len(punct), sum(map(len, self.words)) - sum(map(len, punct))
 
     @cached_property
     def alpha_words(self) -> int:
         """How many words hold a letter."""
-        return len(self.words) - len(_TOKEN_WITHOUT_LETTER.findall(self.text))
+        return len(self.words) - len(self._letterless_tokens)
+
+    @cached_property
+    def _letterless_tokens(self) -> list[str]:
+        return _TOKEN_WITHOUT_LETTER.findall(self.text)
 
     @cached_property
     def _ngram_base(self) -> tuple[np.ndarray, np.ndarray]:
@@ -70,92 +75,90 @@ class Doc:
         return ids, np.concatenate([[0], np.cumsum(lengths)])
 
     @cached_property
-    def _repeats_from(self) -> int:
-        """The smallest n from which no word n-gram repeats (a repeated n-gram repeats its
-        prefixes, so none repeats beyond)."""
-        for n in (2, 5):
-            if self.max_ngram_count(n) <= 1:
-                return n
-        return 11
-
-    @cached_property
-    def _ngrams(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    def _repetition_cache(self) -> dict:
         return {}
 
-    def ngrams(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(hash, character length as "w1 w2 ... wn") of every word n-gram, in order. Each n's
-        hashes extend the (n-1)-grams' by one word."""
-        if n not in self._ngrams:
+    def ngram_repetition(self, top_ns: tuple[int, ...], dup_ns: tuple[int, ...]) -> tuple[list[int], list[int]]:
+        """For each n of `top_ns`, the characters covered by the most frequent word n-gram (its
+        length as "w1 ... wn" times its count; the first to occur wins a tie), and for each n of
+        `dup_ns`, the characters of n-grams that repeat an earlier one, scanning left to right
+        and skipping past each repeat (Gopher's definitions). One compiled pass per n."""
+        key = (top_ns, dup_ns)
+        if key not in self._repetition_cache:
             ids, cum = self._ngram_base
-            count = max(0, len(ids) - n + 1)
-            if n == 1:
-                h = ids
-            else:
-                h = self.ngrams(n - 1)[0][:count] * _HASH_MUL + ids[n - 1 : n - 1 + count]
-            self._ngrams[n] = (h, cum[n : n + count] - cum[:count] + (n - 1))
-        return self._ngrams[n]
-
-    @cached_property
-    def _max_counts(self) -> dict[int, int]:
-        return {}
-
-    def max_ngram_count(self, n: int) -> int:
-        """How often the most frequent n-gram occurs."""
-        if n not in self._max_counts:
-            h, _ = self.ngrams(n)
-            if len(h) < 2:
-                self._max_counts[n] = len(h)
-            else:
-                ordered = np.sort(h)
-                edges = np.flatnonzero(ordered[1:] != ordered[:-1])
-                self._max_counts[n] = int(np.diff(np.concatenate(([-1], edges, [len(ordered) - 1]))).max())
-        return self._max_counts[n]
-
-    def top_ngram_bound(self, n: int) -> int:
-        """An upper bound of top_ngram_chars(n), cheap: the highest count of any n-gram times the
-        longest n-gram."""
-        h, chars = self.ngrams(n)
-        return self.max_ngram_count(n) * int(chars.max()) if len(h) else 0
+            top, dup = _repetition(ids, cum, np.array(top_ns, np.int64), np.array(dup_ns, np.int64))
+            self._repetition_cache[key] = (top.tolist(), dup.tolist())
+        return self._repetition_cache[key]
 
     def top_ngram_chars(self, n: int) -> int:
-        """Characters covered by the most frequent n-gram: its length times its count (the first
-        to occur wins a tie)."""
-        h, chars = self.ngrams(n)
-        if not len(h):
-            return 0
-        if n >= self._repeats_from:
-            return int(chars[0])  # every n-gram occurs once: the first one wins
-        uniq, first, counts = np.unique(h, return_index=True, return_counts=True)
-        best = counts.max()
-        i = first[counts == best].min()
-        return int(chars[i] * best)
+        return self.ngram_repetition((n,), ())[0][0]
 
     def duplicate_ngram_chars(self, n: int) -> int:
-        """Characters of n-grams that repeat an earlier n-gram, scanning left to right and
-        skipping past each repeat (so overlapping repeats are not counted twice).
+        return self.ngram_repetition((), (n,))[1][0]
 
-        The scan visits only the positions whose n-gram occurred before: every other position
-        holds the first of its kind and is simply remembered, unless a skip covers it."""
-        if n >= self._repeats_from:
-            return 0
-        h, chars = self.ngrams(n)
-        _, first_index, inverse = np.unique(h, return_index=True, return_inverse=True)
-        first = first_index[inverse]  # where each position's n-gram first occurs
-        repeats = np.flatnonzero(first < np.arange(len(h)))
-        hashes, firsts = h.tolist(), first.tolist()
-        skipped_firsts: set[int] = set()  # n-grams whose first occurrence a skip passed over
-        remembered_later: set[int] = set()  # n-grams remembered at a later occurrence
-        total, skip_until = 0, 0
-        for p in repeats.tolist():
-            if p < skip_until:
+
+@nb.njit(cache=True)
+def _slot(h, mask):
+    return (h ^ (h >> np.uint64(29))) & mask
+
+
+@nb.njit(cache=True)
+def _repetition(ids, cum, top_ns, dup_ns):
+    n_words = len(ids)
+    top = np.zeros(len(top_ns), np.int64)
+    dup = np.zeros(len(dup_ns), np.int64)
+    max_n = 0
+    for n in top_ns:
+        max_n = max(max_n, n)
+    for n in dup_ns:
+        max_n = max(max_n, n)
+    size = 2
+    while size < 2 * n_words:
+        size *= 2
+    mask = np.uint64(size - 1)
+    keys = np.zeros(size, np.uint64)
+    used = np.zeros(size, np.bool_)
+    counts = np.zeros(size, np.int64)
+    first = np.zeros(size, np.int64)
+    h = ids.copy()  # the n-gram hashes, extended by one word per n
+    for n in range(1, max_n + 1):
+        count = n_words - n + 1
+        if count <= 0:
+            break
+        if n > 1:
+            for i in range(count):
+                h[i] = h[i] * _HASH_MUL + ids[i + n - 1]
+        for k in range(len(top_ns)):
+            if top_ns[k] != n:
                 continue
-            x = hashes[p]
-            if x in remembered_later or x not in skipped_firsts:
-                total += int(chars[p])
-                skip_until = p + n
-                for q in range(p + 1, min(skip_until, len(hashes))):
-                    if firsts[q] == q:
-                        skipped_firsts.add(hashes[q])
-            else:
-                remembered_later.add(x)
-        return total
+            used[:] = False
+            for i in range(count):
+                s = _slot(h[i], mask)
+                while used[s] and keys[s] != h[i]:
+                    s = (s + np.uint64(1)) & mask
+                if used[s]:
+                    counts[s] += 1
+                else:
+                    used[s], keys[s], counts[s], first[s] = True, h[i], 1, i
+            best, at = 0, 0
+            for s in range(size):
+                if used[s] and (counts[s] > best or (counts[s] == best and first[s] < at)):
+                    best, at = counts[s], first[s]
+            top[k] = (cum[at + n] - cum[at] + n - 1) * best
+        for k in range(len(dup_ns)):
+            if dup_ns[k] != n:
+                continue
+            used[:] = False
+            total, i = 0, 0
+            while i < count:
+                s = _slot(h[i], mask)
+                while used[s] and keys[s] != h[i]:
+                    s = (s + np.uint64(1)) & mask
+                if used[s]:
+                    total += cum[i + n] - cum[i] + n - 1
+                    i += n
+                else:
+                    used[s], keys[s] = True, h[i]
+                    i += 1
+            dup[k] = total
+    return top, dup

@@ -55,7 +55,12 @@ class GopherQuality(Filter):
         ratio = doc.alpha_words / len(doc.words)
         if ratio < self.min_alpha:
             return self.reject("few_alpha_words", ratio, f"{ratio:.0%} of words have a letter, under {self.min_alpha:.0%}")
-        stops = sum(map(self.stop_words.__contains__, doc.text.lower().split()))
+        stops = 0
+        for word in doc.words:  # most pages reach the minimum within a few words
+            if word.lower() in self.stop_words:
+                stops += 1
+                if stops >= self.min_stop_words:
+                    break
         if stops < self.min_stop_words:
             return self.reject("few_stop_words", stops, f"{stops} stop words, under {self.min_stop_words}")
         return None
@@ -86,14 +91,12 @@ class GopherRepetition(Filter):
                 return self.reject(f"dup_{unit}s", dups / len(items), f"{dups} of {len(items)} {unit}s repeat")
             if chars / size > max_char_frac:
                 return self.reject(f"dup_{unit}_chars", chars / size, f"{chars / size:.0%} of characters in repeated {unit}s")
-        for n, limit in self.top:
-            if doc.top_ngram_bound(n) <= limit * size:
-                continue  # cannot exceed: the exact figure is not needed
-            frac = doc.top_ngram_chars(n) / size
-            if frac > limit:
-                return self.reject(f"top_{n}gram", frac, f"the most frequent {n}-gram covers {frac:.0%} of characters")
-        for n, limit in self.dup:
-            frac = doc.duplicate_ngram_chars(n) / size
-            if frac > limit:
-                return self.reject(f"dup_{n}grams", frac, f"repeated {n}-grams cover {frac:.0%} of characters")
+        top, dup = doc.ngram_repetition(tuple(n for n, _ in self.top), tuple(n for n, _ in self.dup))
+        for (n, limit), chars in zip(self.top, top):
+            if chars / size > limit:
+                return self.reject(f"top_{n}gram", chars / size,
+                                   f"the most frequent {n}-gram covers {chars / size:.0%} of characters")
+        for (n, limit), chars in zip(self.dup, dup):
+            if chars / size > limit:
+                return self.reject(f"dup_{n}grams", chars / size, f"repeated {n}-grams cover {chars / size:.0%} of characters")
         return None
