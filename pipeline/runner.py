@@ -77,8 +77,8 @@ def _normalize(table: pa.Table, hash_normalized: bool, keep_normalized: bool) ->
     return Normalizer(hash_normalized, keep_normalized)(table)
 
 
-def _filter(table: pa.Table, filters_cfg: dict) -> pa.Table:
-    return FilterStage(filters_cfg)(table)
+def _filter(table: pa.Table, filters_cfg: dict, hash_normalized: bool, keep_normalized: bool) -> pa.Table:
+    return FilterStage(filters_cfg, Normalizer(hash_normalized, keep_normalized))(table)
 
 
 def _sign(table: pa.Table, near_cfg: dict) -> pa.Table:
@@ -203,9 +203,9 @@ def _stage_filter(rd: RunDir, chunks, config) -> None:
     common = dict(batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
     ds = ds.map_batches(_clean, fn_kwargs={"clean_cfg": config["clean"]}, **common)
     near = config["dedup"]["near"]
-    ds = ds.map_batches(_normalize, fn_kwargs={"hash_normalized": config["dedup"]["exact"]["normalized"],
-                                               "keep_normalized": near["enabled"]}, **common)
-    ds = ds.map_batches(_filter, fn_kwargs={"filters_cfg": config["filters"]}, **common)
+    norm = {"hash_normalized": config["dedup"]["exact"]["normalized"], "keep_normalized": near["enabled"]}
+    ds = ds.map_batches(_normalize, fn_kwargs=norm, **common)
+    ds = ds.map_batches(_filter, fn_kwargs={"filters_cfg": config["filters"], **norm}, **common)
     if near["enabled"] and near["device"] == "gpu":
         # one actor per GPU keeps the CUDA context and the permutations on the device
         gpus = int(ray.cluster_resources().get("GPU", 0))

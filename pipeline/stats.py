@@ -22,6 +22,8 @@ def _kept_columns(t: pa.Table) -> pa.Table:
         "source": t["source"],
         "bytes_read": t["bytes_read"],
         "bytes_clean": t["bytes_clean"],
+        "bytes_cut": pc.fill_null(t["bytes_cut"], 0),
+        "edited": pc.cast(pc.greater(pc.fill_null(t["bytes_cut"], 0), 0), pa.int64()),
         "utf8_repaired": pc.cast(t["utf8_repaired"], pa.int64()),
         "changed": pc.cast(pc.fill_null(t["changed_by_clean"], False), pa.int64()),
     })
@@ -47,8 +49,8 @@ def _cluster_columns(t: pa.Table) -> pa.Table:
 
 
 _KINDS = {
-    "kept": (["source", "bytes_read", "bytes_clean", "utf8_repaired", "changed_by_clean"], _kept_columns,
-             ["source"], ["bytes_read", "bytes_clean", "utf8_repaired", "changed"]),
+    "kept": (["source", "bytes_read", "bytes_clean", "bytes_cut", "utf8_repaired", "changed_by_clean"], _kept_columns,
+             ["source"], ["bytes_read", "bytes_clean", "bytes_cut", "edited", "utf8_repaired", "changed"]),
     "rejected": (["source", "stage", "reason", "bytes", "text", "utf8_repaired"], _rejected_columns,
                  ["source", "stage", "reason"], ["bytes", "bytes_clean", "utf8_repaired"]),
     "duplicates": (["source", "kept_source", "kind", "bytes"], _dup_columns, ["source", "kept_source", "kind"],
@@ -106,6 +108,8 @@ def collect_stats(rd, chunks) -> dict:
         s["kept_docs"] += r["count"]
         s["kept_bytes_read"] += r["bytes_read"] or 0
         s["kept_bytes_clean"] += r["bytes_clean"] or 0
+        s["kept_bytes_cut"] += r["bytes_cut"] or 0
+        s["kept_edited"] += r["edited"] or 0
         s["utf8_repaired"] += r["utf8_repaired"] or 0
         s["changed"] += r["changed"] or 0
     for r in rejected:
@@ -178,7 +182,8 @@ def _source_stats(s) -> dict:
     bytes_read = g("kept_bytes_read") + g("rej_read_bytes_read") + g("rej_filter_bytes_read")
     clean_in_docs = records - g("rej_read_docs")
     clean_in_bytes = bytes_read - g("rej_read_bytes_read")
-    clean_out_bytes = g("kept_bytes_clean") + g("rej_filter_bytes_clean")
+    # a filter's cuts (C4's bad lines) happen after cleaning: add them back to what cleaning gave
+    clean_out_bytes = g("kept_bytes_clean") + g("kept_bytes_cut") + g("rej_filter_bytes_clean")
     dedup_in_docs, dedup_in_bytes = g("kept_docs"), g("kept_bytes_clean")
     exact = _dedup_stage(dedup_in_docs, dedup_in_bytes, g("exact_docs"), g("exact_bytes"))
     near = _dedup_stage(exact["documents_out"], exact["bytes_out"], g("near_docs"), g("near_bytes"))
@@ -196,7 +201,8 @@ def _source_stats(s) -> dict:
                   "changed": g("changed")},
         "filter": {"documents_in": clean_in_docs, "documents_out": dedup_in_docs,
                    "bytes_in": clean_out_bytes, "bytes_out": dedup_in_bytes,
-                   "rejected": g("rej_filter_docs")},
+                   "rejected": g("rej_filter_docs"), "documents_edited": g("kept_edited"),
+                   "bytes_cut": g("kept_bytes_cut")},
         "exact_dedup": exact,
         "near_dedup": near,
         "dedup": both,  # the headline: bytes removed by exact and near dedup together

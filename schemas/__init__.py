@@ -26,7 +26,8 @@ RECORD = pa.schema(
         ("chunk", pa.string()),  # the read chunk this row came from (resume unit)
         ("raw", pa.large_binary()),  # input bytes, kept only when they could not be decoded
         ("bytes_read", pa.int64()),  # UTF-8 bytes of the text as read
-        ("bytes_clean", pa.int64()),  # UTF-8 bytes after cleaning
+        ("bytes_clean", pa.int64()),  # UTF-8 bytes after cleaning (and after a filter's edit)
+        ("bytes_cut", pa.int64()),  # UTF-8 bytes a filter cut from a kept document (C4's bad lines)
         ("utf8_repaired", pa.bool_()),
         ("changed_by_clean", pa.bool_()),
         ("norm_chars", pa.int64()),  # characters of the normalised text (the length rule's measure)

@@ -125,6 +125,7 @@ class BatchBuilder:
                 "raw": pa.array(c["raw"], pa.large_binary()),
                 "bytes_read": pa.array(c["bytes_read"], pa.int64()),
                 "bytes_clean": pa.nulls(n, pa.int64()),
+                "bytes_cut": pa.nulls(n, pa.int64()),
                 "utf8_repaired": pa.array(c["utf8_repaired"], pa.bool_()),
                 "changed_by_clean": pa.nulls(n, pa.bool_()),
                 "norm_chars": pa.nulls(n, pa.int64()),

@@ -136,3 +136,78 @@ def test_c4_rules():
     cited = "\n".join(f"Paris is the capital of France and its largest city.[{i}]" for i in range(5))
     assert c4.check(Doc(cited)) is None  # citation marks do not hide the terminal punctuation
     assert C4Quality(min_sentences=6).check(Doc(cited)).value == 5
+
+
+PAGE = "\n".join(["Home | About us | Contact", STORY + " Then the long winter came.",
+                  "Please enable JavaScript to view this page.",
+                  "  Paris is the capital of France and its largest city.[3]  ", "Share", "Read more...",
+                  "This site uses cookies to improve your experience."])
+
+
+def test_c4_line_removal_keeps_only_good_lines():
+    from slimpipe.stages.filters.c4 import C4Quality
+
+    assert C4Quality().edit(Doc(PAGE)) is None  # off by default: the rules only count
+    c4 = C4Quality(remove_bad_lines=True)
+    assert c4.check(Doc(PAGE)) is None
+    assert c4.edit(Doc(PAGE)) == (STORY + " Then the long winter came.\n"
+                                  "Paris is the capital of France and its largest city.")
+    good = STORY + " Then the long winter came."
+    assert c4.edit(Doc(good)) is None  # nothing to cut: no edit
+
+
+def test_filter_stage_applies_a_cut_to_kept_rows_and_renormalises():
+    """A kept page takes the cut text, its bytes and its normalised hash again; a page a later
+    filter rejects keeps its text as it came, so the rejected row shows what was judged."""
+    import pyarrow as pa
+
+    from slimpipe.schemas import RECORD
+    from slimpipe.stages.filters.c4 import C4Quality
+    from slimpipe.stages.normalize import Normalizer, normalize_text, text_hash
+
+    short_page = "The cat sat down.\n" * 5 + "Share"  # C4 keeps it, cut; then too few words
+    texts = [PAGE, "Home\nAbout\nShare", short_page]
+    rows = {f.name: [None] * len(texts) for f in RECORD}
+    rows.update(id=["a", "b", "c"], text=texts, bytes_clean=[len(t.encode()) for t in texts])
+    table = Normalizer(True, True)(pa.table(rows, schema=RECORD))
+    out = FilterStage({"c4": {"remove_bad_lines": True}, "gopher_quality": {"min_words": 30}},
+                      Normalizer(True, True))(table).to_pylist()
+    cut = C4Quality(remove_bad_lines=True).edit(Doc(PAGE))
+    assert out[0]["reject_stage"] is None and out[0]["text"] == cut
+    assert out[0]["bytes_clean"] == len(cut.encode()) and out[0]["bytes_cut"] == len(PAGE.encode()) - len(cut.encode())
+    assert out[0]["text_hash"] == text_hash(normalize_text(cut)) and out[0]["norm_text"] == normalize_text(cut)
+    assert out[0]["norm_chars"] == len(normalize_text(cut))
+    assert out[1]["reject_reason"] == "c4.too_few_sentences" and out[1]["text"] == texts[1]
+    assert out[2]["reject_reason"] == "gopher_quality.too_few_words" and out[2]["text"] == short_page
+    assert out[2]["reject_value"] == 20 and out[1]["bytes_cut"] is None and out[2]["bytes_cut"] is None
+
+
+def test_run_with_c4_line_removal_writes_cut_pages_and_counts_them(ray_session, c4_docs, tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from slimpipe.config import resolve
+    from slimpipe.runner import run
+    from slimpipe.stages.filters.c4 import C4Quality
+
+    from conftest import write_jsonl
+
+    # C4's pages already lost their bad lines to C4: give some of them a menu and a footer again
+    pages = [dict(d, id=f"p{i}", text=f"Home | News | Contact\n{d['text']}\nShare this:" if i % 2 else d["text"])
+             for i, d in enumerate(c4_docs[:150])]
+    write_jsonl(tmp_path / "in" / "web.jsonl", pages)
+    config = resolve("web", None, ["filters.c4.remove_bad_lines=true", "dedup.near.enabled=false",
+                                   "ray.progress_bars=false"], [str(tmp_path / "in")], str(tmp_path / "run"))
+    stats = run(config)
+    assert stats["conservation"]["holds"]
+    docs = pq.read_table(tmp_path / "run" / "documents").to_pylist()
+    c4 = C4Quality(remove_bad_lines=True)
+    assert docs and all(c4.edit(Doc(d["text"])) is None for d in docs)  # only good lines are left
+    f = stats["totals"]["filter"]
+    assert f["documents_edited"] > 30 and f["bytes_cut"] > 30 * len("Home | News | Contact\n\nShare this:")
+    assert f["bytes_in"] == stats["totals"]["clean"]["bytes_out"]
+    written = sum(len(d["text"].encode()) for d in docs)
+    removed = stats["totals"]["exact_dedup"]["bytes_removed"] + stats["totals"]["decontaminate"]["bytes_removed"]
+    assert f["bytes_out"] == written + removed  # what went on is what the cut pages weigh
+    assert json.loads((tmp_path / "run" / "stats.json").read_text())["totals"]["filter"]["bytes_cut"] == f["bytes_cut"]

@@ -14,6 +14,7 @@ from slimpipe.stages.filters.gopher import GopherQuality, GopherRepetition
 from slimpipe.stages.filters.language import LanguageFilter
 from slimpipe.stages.filters.length import LengthFilter
 from slimpipe.stages.filters.quality import QualityFilter
+from slimpipe.stages.normalize import Normalizer
 
 FILTERS: dict[str, type[Filter]] = {
     "length": LengthFilter,
@@ -37,17 +38,31 @@ def build_filters(filters_cfg: dict) -> list[Filter]:
 
 
 class FilterStage:
-    """Runs the filters over the rows not yet rejected."""
+    """Runs the filters over the rows not yet rejected. A filter that rewrites a document it
+    keeps (C4's line removal) hands the new text to the filters after it; if the document is
+    kept in the end, the row takes the new text, its bytes (`bytes_cut`: how many went) and
+    its normalised forms again, so that dedup sees the text that is written."""
 
-    def __init__(self, filters_cfg: dict):
+    def __init__(self, filters_cfg: dict, normalizer: Normalizer | None = None):
         self.filters = build_filters(filters_cfg)
+        self.normalizer = normalizer or Normalizer()
 
     def decide(self, doc: Doc) -> Rejection | None:
+        """The first objection to the document, or None to keep it."""
+        return self.judge(doc)[0]
+
+    def judge(self, doc: Doc) -> tuple[Rejection | None, str | None]:
+        """(the first objection, or None; the text as the filters left it, if one rewrote it)."""
+        edited = None
         for flt in self.filters:
             rejection = flt.check(doc)
             if rejection is not None:
-                return rejection
-        return None
+                return rejection, None
+            text = flt.edit(doc)
+            if text is not None:
+                edited = text
+                doc = Doc(text, doc.norm_chars, doc.annotations)
+        return None, edited
 
     def annotate(self, texts: list[str]) -> dict[str, list]:
         out: dict[str, list] = {}
@@ -65,19 +80,41 @@ class FilterStage:
         live = [i for i, stage in enumerate(columns["reject_stage"]) if stage is None]
         found = self.annotate([texts[i] for i in live])
         annotated = {name: [None] * table.num_rows for name in found}
+        edits: dict[int, str] = {}
         for j, i in enumerate(live):
             notes = {name: values[j] for name, values in found.items()}
             for name, value in notes.items():
                 annotated[name][i] = value
-            rejection = self.decide(Doc(texts[i], norm_chars[i] or 0, notes))
+            rejection, edited = self.judge(Doc(texts[i], norm_chars[i] or 0, notes))
             if rejection is not None:
                 columns["reject_stage"][i] = "filter"
                 columns["reject_reason"][i] = rejection.reason
                 columns["reject_value"][i] = rejection.value
                 columns["reject_detail"][i] = rejection.detail
+            elif edited is not None:
+                edits[i] = edited
         for name, values in {**columns, **annotated}.items():
             field = table.schema.field(name)
             table = table.set_column(table.schema.get_field_index(name), field, pa.array(values, field.type))
+        return self._apply_edits(table, edits) if edits else table
+
+    def _apply_edits(self, table: pa.Table, edits: dict[int, str]) -> pa.Table:
+        rows = sorted(edits)
+        edited = table.take(pa.array(rows))
+        new_bytes = [len(edits[i].encode("utf-8")) for i in rows]
+        old_bytes = edited["bytes_clean"].to_pylist()
+        edited = edited.set_column(edited.schema.get_field_index("text"), "text",
+                                   pa.array([edits[i] for i in rows], pa.large_string()))
+        renormalized = self.normalizer(edited)
+        replace = {"text": renormalized["text"].to_pylist(), "bytes_clean": new_bytes,
+                   "bytes_cut": [o - n for o, n in zip(old_bytes, new_bytes)],
+                   **{name: renormalized[name].to_pylist() for name in ("norm_chars", "text_hash", "norm_text")}}
+        for name, values in replace.items():
+            column = table[name].to_pylist()
+            for i, value in zip(rows, values):
+                column[i] = value
+            field = table.schema.field(name)
+            table = table.set_column(table.schema.get_field_index(name), field, pa.array(column, field.type))
         return table
 
 

@@ -28,5 +28,10 @@ class Filter(ABC):
     def check(self, doc: Doc) -> Rejection | None:
         """None keeps the document; a Rejection drops it."""
 
+    def edit(self, doc: Doc) -> str | None:
+        """The new text of a document this filter keeps but rewrites (C4's line removal), or
+        None to leave it as it is."""
+        return None
+
     def reject(self, rule: str, value: float, detail: str) -> Rejection:
         return Rejection(f"{self.name}.{rule}", float(value), detail)
