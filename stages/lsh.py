@@ -11,7 +11,6 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 import pyarrow as pa
-from scipy.integrate import quad
 
 
 def catch_probability(similarity: float, bands: int, rows: int) -> float:
@@ -24,6 +23,8 @@ def optimal_bands_rows(threshold: float, num_perm: int, fp_weight: float = 0.5,
     """datasketch's MinHashLSH parameter search: the (bands, rows) with bands * rows <= num_perm
     minimising the weighted areas of false positives below and false negatives above the
     threshold."""
+    from scipy.integrate import quad  # here: a third of a second to import, in every worker
+
     best, best_err = (1, 1), float("inf")
     for b in range(1, num_perm + 1):
         for r in range(1, num_perm // b + 1):
