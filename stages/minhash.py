@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from slimpipe.stages.normalize import normalize_text
 from slimpipe.stages.shingle_hash import M32 as _M32
-from slimpipe.stages.shingle_hash import fnv64_w, hash32, hash_fn
+from slimpipe.stages.shingle_hash import hash32, hash_tag, shingle_hash
 
 _MERSENNE = np.uint64((1 << 61) - 1)
 _U61 = np.uint64(61)
@@ -91,7 +91,7 @@ def _fold(hashes, cnt, legacy, a, b, sig):
 
 
 @nb.njit(cache=True)
-def _shingles(data, start, end, word, ngram, hash_fn, whole_if_short, hashes, collect, legacy, a, b, sig):
+def _shingles(data, start, end, word, ngram, tag, whole_if_short, hashes, collect, legacy, a, b, sig):
     """Every shingle hash of data[start:end]: all kept in `hashes` (collect), or folded into
     `sig` BLOCK at a time. Units (characters, or words split on single spaces) are found in one
     pass; a ring of the last ngram + 1 unit starts gives each shingle's bytes. Returns the count."""
@@ -115,7 +115,7 @@ def _shingles(data, start, end, word, ngram, hash_fn, whole_if_short, hashes, co
             continue
         if units >= ngram:  # unit `units` starts here: the shingle ngram units back ends before it
             e = p - 1 if word else p
-            hashes[cnt] = hash_fn(data, ring[(units - ngram) % size], e, w)
+            hashes[cnt] = shingle_hash(tag, data, ring[(units - ngram) % size], e, w)
             cnt += 1
             total += 1
             if not collect and cnt == BLOCK:
@@ -124,11 +124,11 @@ def _shingles(data, start, end, word, ngram, hash_fn, whole_if_short, hashes, co
         ring[units % size] = p
         units += 1
     if units >= ngram:
-        hashes[cnt] = hash_fn(data, ring[(units - ngram) % size], end, w)
+        hashes[cnt] = shingle_hash(tag, data, ring[(units - ngram) % size], end, w)
         cnt += 1
         total += 1
     elif units > 0 and whole_if_short:
-        hashes[cnt] = hash_fn(data, start, end, w)
+        hashes[cnt] = shingle_hash(tag, data, start, end, w)
         cnt += 1
         total += 1
     if not collect and cnt:
@@ -137,21 +137,21 @@ def _shingles(data, start, end, word, ngram, hash_fn, whole_if_short, hashes, co
 
 
 @nb.njit(cache=True)
-def _signatures(data, offsets, word, ngram, hash_fn, whole_if_short, legacy, a, b, sigs, counts):
+def _signatures(data, offsets, word, ngram, tag, whole_if_short, legacy, a, b, sigs, counts):
     hashes = np.empty(BLOCK, np.uint64)
     sigs[:, :] = _EMPTY
     for i in range(len(offsets) - 1):
-        counts[i] = _shingles(data, offsets[i], offsets[i + 1], word, ngram, hash_fn, whole_if_short,
+        counts[i] = _shingles(data, offsets[i], offsets[i + 1], word, ngram, tag, whole_if_short,
                               hashes, False, legacy, a, b, sigs[i])
 
 
 @nb.njit(cache=True)
-def _all_shingles(data, offsets, word, ngram, hash_fn, whole_if_short, hashes, counts):
+def _all_shingles(data, offsets, word, ngram, tag, whole_if_short, hashes, counts):
     """Every shingle hash of every document, back to back (for the torch path)."""
     at = 0
     none = np.zeros(0, np.uint64)
     for i in range(len(offsets) - 1):
-        counts[i] = _shingles(data, offsets[i], offsets[i + 1], word, ngram, hash_fn, whole_if_short,
+        counts[i] = _shingles(data, offsets[i], offsets[i + 1], word, ngram, tag, whole_if_short,
                               hashes[at:], True, False, none, none, np.zeros(0, np.uint32))
         at += counts[i]
     return at
@@ -184,11 +184,11 @@ class Signer:
         counts = np.empty(len(norm_texts), np.int64)
         if self.device:
             hashes = np.empty(len(data) + len(norm_texts) + 1, np.uint64)
-            n = _all_shingles(data, offsets, p.shingle == "word", p.ngram, hash_fn(p.hash), p.short_docs == "whole",
+            n = _all_shingles(data, offsets, p.shingle == "word", p.ngram, hash_tag(p.hash), p.short_docs == "whole",
                               hashes, counts)
             return self._fold_torch(hashes[:n], counts), counts
         sigs = np.empty((len(norm_texts), p.num_perm), np.uint32)
-        _signatures(data, offsets, p.shingle == "word", p.ngram, hash_fn(p.hash), p.short_docs == "whole",
+        _signatures(data, offsets, p.shingle == "word", p.ngram, hash_tag(p.hash), p.short_docs == "whole",
                     p.scheme == "legacy", self.a, self.b, sigs, counts)
         return sigs, counts
 
@@ -231,7 +231,7 @@ def shingle_set(norm_text: str, params: MinHashParams) -> np.ndarray:
     n = int(offsets[1])
     out = np.empty(n + 1, np.uint64)
     none = np.zeros(0, np.uint64)
-    cnt = _shingles(data, 0, n, params.shingle == "word", params.ngram, hash_fn(params.hash),
+    cnt = _shingles(data, 0, n, params.shingle == "word", params.ngram, hash_tag(params.hash),
                     params.short_docs == "whole", out, True, False, none, none, np.zeros(0, np.uint32))
     return np.unique(out[:cnt])
 
@@ -243,7 +243,7 @@ def ngram_hashes(norm_text: str, n: int) -> np.ndarray:
     size = int(offsets[1])
     out = np.empty(size + 1, np.uint64)
     none = np.zeros(0, np.uint64)
-    cnt = _shingles(data, 0, size, True, n, fnv64_w, True, out, True, False, none, none, np.zeros(0, np.uint32))
+    cnt = _shingles(data, 0, size, True, n, hash_tag("fnv64"), True, out, True, False, none, none, np.zeros(0, np.uint32))
     return np.unique(out[:cnt])
 
 

@@ -16,6 +16,7 @@ import struct
 
 import llvmlite.binding as llvm
 import numba as nb
+from numba.extending import overload
 import numpy as np
 import xxhash
 
@@ -175,17 +176,27 @@ def _fnv64(data, start, end):
     return h ^ (h >> np.uint64(33))
 
 
-@nb.njit(cache=True)
-def _xxh32_w(data, s, e, w):
-    return _xxh32(data, s, e)
+# Each hash has a tag, a zero of its own integer type. The kernels take the tag and call
+# shingle_hash(tag, ...), so numba compiles them once per hash with only that hash inside (none
+# carries another's code: libcrypto's call slowed the xxh32 loop by a fifth), and the compiled
+# kernels are found again in numba's cache by the next process, which a hash function passed as
+# an argument prevented (each process compiled them again and added to the cache).
+HASH_TAGS = {"xxh32": np.uint8(0), "sha1": np.uint16(0), "fnv64": np.uint32(0)}
 
 
-@nb.njit(cache=True)
-def fnv64_w(data, s, e, w):
-    return _fnv64(data, s, e)
+def hash_tag(name: str):
+    return HASH_TAGS[name]
 
 
-def hash_fn(name: str):
-    """The kernel for a hash name. The kernels that take it are compiled once per hash, so none
-    carries the others' code (libcrypto's call slowed the xxh32 loop by a fifth)."""
-    return _sha1 if name == "sha1" else _xxh32_w
+def shingle_hash(tag, data, start, end, w):
+    """The hash of data[start:end] that `tag` names; compiled code only."""
+    raise NotImplementedError("shingle_hash runs inside compiled kernels")
+
+
+@overload(shingle_hash)
+def _shingle_hash_for(tag, data, start, end, w):
+    if tag == nb.types.uint16:
+        return lambda tag, data, start, end, w: _sha1(data, start, end, w)
+    if tag == nb.types.uint32:
+        return lambda tag, data, start, end, w: _fnv64(data, start, end)
+    return lambda tag, data, start, end, w: np.uint64(_xxh32(data, start, end))
