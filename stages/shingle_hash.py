@@ -189,8 +189,13 @@ def hash_tag(name: str):
 
 
 def shingle_hash(tag, data, start, end, w):
-    """The hash of data[start:end] that `tag` names; compiled code only."""
-    raise NotImplementedError("shingle_hash runs inside compiled kernels")
+    """The hash of data[start:end] that `tag` names. Compiled kernels get the version below,
+    chosen by the tag's type; called from Python, the same compiled hashes run."""
+    if isinstance(tag, np.uint16):
+        return _sha1(data, start, end, w)
+    if isinstance(tag, np.uint32):
+        return _fnv64(data, start, end)
+    return np.uint64(_xxh32(data, start, end))
 
 
 @overload(shingle_hash)

@@ -209,3 +209,19 @@ def test_both_sha1_kernels_equal_hashlib():
     for n in range(0, 200):
         expected = struct.unpack("<I", hashlib.sha1(bytes(data[7:7 + n])).digest()[:4])[0]
         assert all(k(data, 7, 7 + n, w) == expected for k in kernels), n
+
+
+def test_shingle_hash_from_python_is_the_kernels_hash():
+    import hashlib
+    import struct
+
+    import xxhash
+
+    from slimpipe.stages.shingle_hash import HASH_TAGS, shingle_hash
+
+    data = np.frombuffer("naïve shingles, 東京".encode(), np.uint8)
+    w = np.empty(80, np.uint64)
+    for start, end in ((0, 6), (3, 17), (0, len(data))):
+        piece = data[start:end].tobytes()
+        assert shingle_hash(HASH_TAGS["sha1"], data, start, end, w) == struct.unpack("<I", hashlib.sha1(piece).digest()[:4])[0]
+        assert shingle_hash(HASH_TAGS["xxh32"], data, start, end, w) == xxhash.xxh32_intdigest(piece)
