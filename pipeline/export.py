@@ -93,9 +93,8 @@ def _device(setting: str, fmt: str) -> str:
 
 def _claim(fs, out: str, out_uri: str, settings: dict) -> None:
     """Refuse a non-empty folder unless it holds an unfinished export with the same settings."""
-    entries = [i for i in list_files(fs, out, recursive=True)]
     state_path = join(out, STATE_FILE)
-    if entries:
+    if list_files(fs, out, recursive=True):
         if exists(fs, join(out, "manifest.json")):
             raise RunConflict(f"{out_uri} already holds a finished export; choose an empty folder")
         if not exists(fs, state_path):
@@ -143,10 +142,7 @@ def _manifest(settings: dict, groups: list[dict], rd: RunDir, state: dict, tok: 
         manifest["dtype"] = settings["megatron_dtype"]
         # ready for Megatron's --data-path: weight (tokens) and prefix, per file
         manifest["megatron_data_path"] = {
-            split: " ".join(f"{_file_tokens(groups, split, f)} {f}" for f in splits[split]["files"])
+            split: " ".join(f"{c['tokens']} {c['file']}" for c in
+                            (g["splits"][split] for g in sorted(groups, key=lambda g: g["group"])) if c["documents"])
             for split in SPLITS}
     return manifest
-
-
-def _file_tokens(groups: list[dict], split: str, file: str) -> int:
-    return next(g["splits"][split]["tokens"] for g in groups if g["splits"][split].get("file") == file)
