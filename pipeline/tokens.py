@@ -9,7 +9,6 @@ import logging
 import os
 
 import ray
-import xxhash
 
 from slimpipe.config import later_config
 from slimpipe.rundir import RunConflict, RunDir
@@ -28,28 +27,35 @@ TOKENIZE_SHAPING = ("model_sha256", "bos", "eos", "unit_bytes")
 
 
 def _sample_texts(rd: RunDir, settings: dict, counts: dict):
-    """Train documents whose id hash falls in the sample share, cut into pieces of at most
-    max_piece_chars (the trainer skips longer sentences). Streams: one batch in memory."""
+    """Train documents of row groups drawn at random (seeded) from RUN/documents until their text
+    reaches sample_bytes, cut into pieces of at most max_piece_chars (the trainer skips longer
+    sentences). Only the drawn row groups are read, one at a time: the driver never streams the
+    whole corpus."""
+    import numpy as np
     import pyarrow.parquet as pq
 
-    files = rd.files("documents")
-    total = sum(_text_bytes(pq.ParquetFile(p, filesystem=rd.fs).metadata) for p in files)
-    threshold = min(1.0, settings["sample_bytes"] / max(total, 1)) * 2**64
+    groups = []
+    for path in rd.files("documents"):
+        meta = pq.ParquetFile(path, filesystem=rd.fs).metadata
+        col = meta.schema.names.index("text")
+        groups += [(path, rg, meta.row_group(rg).column(col).total_uncompressed_size)
+                   for rg in range(meta.num_row_groups)]
+    chosen, size = [], 0
+    for i in np.random.default_rng(settings["seed"]).permutation(len(groups)):
+        if size >= settings["sample_bytes"]:
+            break
+        chosen.append(groups[i][:2])
+        size += groups[i][2]
     step = settings["max_piece_chars"]
-    for path in files:
-        for batch in pq.ParquetFile(path, filesystem=rd.fs).iter_batches(columns=["id", "text", "split"]):
-            for doc_id, text, split in zip(*(batch.column(c).to_pylist() for c in ("id", "text", "split"))):
-                if split != "train" or not text or xxhash.xxh64_intdigest(doc_id.encode(), seed=settings["seed"]) >= threshold:
-                    continue
-                counts["documents"] += 1
-                counts["bytes"] += len(text.encode())
-                for i in range(0, len(text), step):
-                    yield text[i : i + step]
-
-
-def _text_bytes(meta) -> int:
-    col = meta.schema.names.index("text")
-    return sum(meta.row_group(i).column(col).total_uncompressed_size for i in range(meta.num_row_groups))
+    for path, rg in sorted(chosen):
+        docs = pq.ParquetFile(path, filesystem=rd.fs).read_row_group(rg, columns=["text", "split"])
+        for text, split in zip(docs["text"].to_pylist(), docs["split"].to_pylist()):
+            if split != "train" or not text:
+                continue
+            counts["documents"] += 1
+            counts["bytes"] += len(text.encode())
+            for i in range(0, len(text), step):
+                yield text[i : i + step]
 
 
 def train_tokenizer(run_uri: str, overrides: list[str] | None = None) -> dict:
