@@ -148,7 +148,7 @@ def tokenize(run_uri: str, model_path: str | None = None, overrides: list[str] |
     stats = read_json(rd.fs, join(rd.path, "stats.json"))
     stats["tokens"] = token_stats
     write_reports(rd, stats)
-    rd.set_stage("tokenize", status="done", units=len(units), files=len(units))
+    rd.set_stage("tokenize", status="done", units=len(units))
     return token_stats
 
 
