@@ -43,18 +43,18 @@ def export(run_uri: str, fmt: str, out_uri: str | None = None, overrides: list[s
     fs, out = resolve(out_uri)
     _claim(fs, out, out_uri, settings)
 
-    groups = [i.path for i in list_files(rd.fs, join(rd.path, "tokens")) if i.base_name.endswith(".arrow")]
-    done = {i.base_name[:-5] for i in list_files(fs, join(out, ".work")) if i.base_name.endswith(".json")}
-    todo = [g for g in groups if g.rsplit("/", 1)[-1].removesuffix(".arrow") not in done]
+    groups = [i.base_name.removesuffix(".arrow") for i in list_files(rd.fs, join(rd.path, "tokens"))
+              if i.base_name.endswith(".arrow")]
+    done = {i.base_name.removesuffix(".json") for i in list_files(fs, join(out, ".work")) if i.base_name.endswith(".json")}
+    todo = [g for g in groups if g not in done]
     t0 = time.time()
     if todo:
         ray_cfg = dict(config["ray"], address=address or config["ray"].get("address"))
         started = init_ray(ray_cfg)
         try:
             device = _device(pack["device"], fmt)
-            stage = {"format": fmt, "seq_len": pack["seq_len"], "method": pack["method"], "seed": pack["seed"],
-                     "pad_id": settings["pad_id"], "megatron_dtype": settings["megatron_dtype"], "device": device}
-            ds = ray.data.from_items([{"path": rd.uri_of("tokens", g.rsplit("/", 1)[-1])} for g in todo],
+            stage = dict(settings, device=device)
+            ds = ray.data.from_items([{"path": rd.uri_of("tokens", f"{g}.arrow")} for g in todo],
                                      override_num_blocks=len(todo))
             workers = int(ray.cluster_resources().get("GPU" if device == "cuda" else "CPU", 1))
             ds = ds.map_batches(ExportStage, batch_size=1, fn_constructor_kwargs={"settings": stage, "out_uri": out_uri},
@@ -65,8 +65,7 @@ def export(run_uri: str, fmt: str, out_uri: str | None = None, overrides: list[s
         finally:
             if started:
                 ray.shutdown()
-    groups_done = [read_json(fs, join(out, ".work", f"{g.rsplit('/', 1)[-1].removesuffix('.arrow')}.json"))
-                   for g in groups]
+    groups_done = [read_json(fs, join(out, ".work", f"{g}.json")) for g in groups]
     manifest = _manifest(settings, groups_done, rd, state, tok)
     manifest["seconds"] = round(time.time() - t0, 3)
     write_json_atomic(fs, join(out, "manifest.json"), manifest)

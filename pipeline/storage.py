@@ -76,6 +76,14 @@ def write_parquet_atomic(
     }
 
 
+def write_arrow_stream_atomic(fs: pafs.FileSystem, path: str, table: pa.Table, max_chunksize: int) -> None:
+    """One Arrow IPC stream file (the format Hugging Face `datasets` memory-maps), atomically."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table, max_chunksize=max_chunksize)
+    _atomic_write(fs, path, sink.getvalue())
+
+
 def remove_stale_tmp(fs: pafs.FileSystem, path: str) -> None:
     """Temporary files of a killed run never became outputs; clear them on resume."""
     for info in list_files(fs, path, recursive=True):

@@ -24,7 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from slimpipe.stages.pack import materialize_numpy, materialize_torch, packed_table, plan
-from slimpipe.storage import join, read_arrow_stream, resolve, write_bytes_atomic, write_json_atomic
+from slimpipe.storage import (join, read_arrow_stream, resolve, write_arrow_stream_atomic, write_bytes_atomic,
+                              write_json_atomic)
 
 log = logging.getLogger("slimpipe")
 
@@ -56,16 +57,17 @@ def megatron_index(lengths: np.ndarray, dtype: np.dtype) -> bytes:
     ])
 
 
-def document_order(n: int, seed: int, group: str) -> np.ndarray:
-    return np.random.default_rng([seed, zlib.crc32(group.encode()), 0]).permutation(n)
+def group_rng(seed: int, group: str, purpose: int) -> np.random.Generator:
+    """The random stream of one group for one purpose (0: document order, 1: sequence order)."""
+    return np.random.default_rng([seed, zlib.crc32(group.encode()), purpose])
 
 
 def split_documents(tokens: pa.Table, split: str, seed: int, group: str) -> tuple[pa.Table, int]:
     """The split's non-empty documents in the seeded order, and how many were empty."""
     rows = tokens.filter(pc.equal(tokens["split"], split))
-    lengths = pc.list_value_length(rows["input_ids"])
-    nonempty = rows.filter(pc.greater(lengths, 0))
-    return nonempty.take(document_order(nonempty.num_rows, seed, group)), rows.num_rows - nonempty.num_rows
+    nonempty = rows.filter(pc.greater(pc.list_value_length(rows["input_ids"]), 0))
+    order = group_rng(seed, group, 0).permutation(nonempty.num_rows)
+    return nonempty.take(order), rows.num_rows - nonempty.num_rows
 
 
 def flat_ids(docs: pa.Table) -> tuple[np.ndarray, np.ndarray]:
@@ -76,9 +78,8 @@ def flat_ids(docs: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     return offsets[:-1] - offsets[0], values
 
 
-def source_tokens(docs: pa.Table) -> dict:
-    grouped = pa.table({"source": docs["source"], "tokens": pc.list_value_length(docs["input_ids"])}) \
-        .group_by("source").aggregate([("tokens", "sum")])
+def source_tokens(docs: pa.Table, lengths: pa.Array) -> dict:
+    grouped = pa.table({"source": docs["source"], "tokens": lengths}).group_by("source").aggregate([("tokens", "sum")])
     return dict(zip(grouped["source"].to_pylist(), grouped["tokens_sum"].to_pylist()))
 
 
@@ -102,33 +103,29 @@ class ExportStage:
         counts = {}
         for split in SPLITS:
             docs, empty = split_documents(tokens, split, self.s["seed"], group)
-            counts[split] = {"documents": docs.num_rows, "empty": empty, "sources": source_tokens(docs)}
+            lengths = pc.list_value_length(docs["input_ids"])
+            counts[split] = {"documents": docs.num_rows, "empty": empty, "sources": source_tokens(docs, lengths)}
             if docs.num_rows:
-                counts[split].update(self.write_split(out_fs, join(out, split, group), docs, group))
+                counts[split].update(self.write_split(out_fs, join(out, split, group), docs, lengths.to_numpy(), group))
         done = {"group": group, "splits": counts}
         write_json_atomic(out_fs, join(out, ".work", f"{group}.json"), done)
         return done
 
-    def write_split(self, fs, prefix: str, docs: pa.Table, group: str) -> dict:
+    def write_split(self, fs, prefix: str, docs: pa.Table, lengths: np.ndarray, group: str) -> dict:
         """Write one split of one group under `prefix` (OUT/SPLIT/GROUP); returns its counts."""
         starts, ids = flat_ids(docs)
-        lengths = pc.list_value_length(docs["input_ids"]).to_numpy()
         if self.s["format"] == "megatron":
             dtype = np.dtype(self.s["megatron_dtype"])
             write_bytes_atomic(fs, prefix + ".bin", ids.astype(dtype).tobytes())
             write_bytes_atomic(fs, prefix + ".idx", megatron_index(lengths, dtype))
             return {"tokens": int(len(ids)), "file": _relative(prefix)}
-        packing = plan(lengths, self.s["seq_len"], self.s["method"]).shuffled(
-            np.random.default_rng([self.s["seed"], zlib.crc32(group.encode()), 1]))
+        packing = plan(lengths, self.s["seq_len"], self.s["method"]).shuffled(group_rng(self.s["seed"], group, 1))
         if self.torch_device is None:
             arrays = materialize_numpy(ids, starts, packing, self.s["pad_id"])
         else:
             arrays = materialize_torch(ids, starts, packing, self.s["pad_id"], self.torch_device)
         table = packed_table(arrays, docs.schema.field("input_ids").type.value_type, docs["id"].combine_chunks(), packing)
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table, max_chunksize=1024)
-        write_bytes_atomic(fs, prefix + ".arrow", sink.getvalue())
+        write_arrow_stream_atomic(fs, prefix + ".arrow", table, max_chunksize=1024)
         return {"tokens": packing.tokens(), "sequences": packing.num_sequences,
                 "padding": packing.num_sequences * packing.seq_len - packing.tokens(),
                 "documents_split": packing.split_documents(),

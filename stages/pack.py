@@ -160,12 +160,11 @@ def _best_fit(length, seq_len):
 # --- materialising -----------------------------------------------------------------------------
 
 
-def _cu_seqlens(plan: Plan) -> tuple[np.ndarray, np.ndarray]:
+def _cu_seqlens(plan: Plan, fill: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(offsets, values) of a list per sequence: 0, the end of every piece, and seq_len when
-    the sequence ends in padding."""
+    the sequence ends in padding (`fill`: tokens in each sequence)."""
     n, L = plan.num_sequences, plan.seq_len
     ends = plan.seq_offset + plan.length
-    fill = plan.fill()
     padded = np.flatnonzero(fill < L)
     seq = np.concatenate([np.arange(n), plan.seq, padded])
     val = np.concatenate([np.zeros(n, np.int64), ends, np.full(len(padded), L)])
@@ -185,14 +184,15 @@ def materialize_numpy(tokens: np.ndarray, doc_start: np.ndarray, plan: Plan, pad
     dest = np.repeat(plan.seq * L + plan.seq_offset, plan.length) + within
     input_ids = np.full(n * L, pad_id, dtype=np.int64)
     input_ids[dest] = tokens[src]
-    position_ids = np.arange(n * L, dtype=np.int64) % L  # padding counts up from the last piece
     fill = plan.fill()
-    position_ids -= np.repeat(fill, L) * (position_ids >= np.repeat(fill, L))
+    fill_tok = np.repeat(fill, L)
+    position_ids = np.arange(n * L, dtype=np.int64) % L  # padding counts up from the last piece
+    position_ids -= fill_tok * (position_ids >= fill_tok)
     position_ids[dest] = within
     labels = np.full(n * L, IGNORE_INDEX, dtype=np.int64)
     labels[dest] = input_ids[dest]
     labels[plan.seq * L + plan.seq_offset] = IGNORE_INDEX
-    offsets, cu = _cu_seqlens(plan)
+    offsets, cu = _cu_seqlens(plan, fill)
     return {"input_ids": input_ids.reshape(n, L), "position_ids": position_ids.reshape(n, L),
             "labels": labels.reshape(n, L), "cu_seqlens_offsets": offsets, "cu_seqlens": cu}
 
@@ -211,22 +211,21 @@ def materialize_torch(tokens: np.ndarray, doc_start: np.ndarray, plan: Plan, pad
     tok = t(tokens)
     p_len, p_doc_off, p_seq, p_seq_off = t(plan.length), t(plan.doc_offset), t(plan.seq), t(plan.seq_offset)
     d_start = t(doc_start)
-    total = int(plan.length.sum())
+    fill = plan.fill()  # a value per sequence: bookkeeping, not token work
     piece_start = torch.cumsum(p_len, 0) - p_len
-    within = torch.arange(total, device=device) - torch.repeat_interleave(piece_start, p_len)
+    within = torch.arange(plan.tokens(), device=device) - torch.repeat_interleave(piece_start, p_len)
     src = torch.repeat_interleave(d_start[t(plan.doc)] + p_doc_off, p_len) + within
     dest = torch.repeat_interleave(p_seq * L + p_seq_off, p_len) + within
     input_ids = torch.full((n * L,), pad_id, dtype=torch.int64, device=device)
     input_ids[dest] = tok[src]
-    fill = torch.zeros(n, dtype=torch.int64, device=device).scatter_reduce(0, p_seq, p_seq_off + p_len, "amax")
     position_ids = torch.arange(n * L, device=device) % L
-    fill_tok = torch.repeat_interleave(fill, L)
+    fill_tok = torch.repeat_interleave(t(fill), L)
     position_ids -= fill_tok * (position_ids >= fill_tok)
     position_ids[dest] = within
     labels = torch.full((n * L,), IGNORE_INDEX, dtype=torch.int64, device=device)
     labels[dest] = input_ids[dest]
     labels[p_seq * L + p_seq_off] = IGNORE_INDEX
-    offsets, cu = _cu_seqlens(plan)  # a few values per sequence: bookkeeping, not token work
+    offsets, cu = _cu_seqlens(plan, fill)
     return {"input_ids": input_ids.view(n, L).cpu().numpy(), "position_ids": position_ids.view(n, L).cpu().numpy(),
             "labels": labels.view(n, L).cpu().numpy(), "cu_seqlens_offsets": offsets, "cu_seqlens": cu}
 

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from slimpipe.schemas import tokens_schema
-from slimpipe.storage import join, resolve, write_bytes_atomic, write_json_atomic
+from slimpipe.storage import join, resolve, write_arrow_stream_atomic, write_json_atomic
 
 DOCUMENT_COLUMNS = ["id", "source", "split", "text"]
 
@@ -113,10 +113,7 @@ def tokenize_unit(encoder: Encoder, run_uri: str, unit: dict) -> dict:
     fs, run_path = resolve(run_uri)
     docs = pq.ParquetFile(unit["file"], filesystem=fs).read_row_groups(unit["row_groups"], columns=DOCUMENT_COLUMNS)
     tokens = encoder(docs)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, tokens.schema) as writer:
-        writer.write_table(tokens, max_chunksize=8192)
-    write_bytes_atomic(fs, join(run_path, "tokens", f"{unit['name']}.arrow"), sink.getvalue())
+    write_arrow_stream_atomic(fs, join(run_path, "tokens", f"{unit['name']}.arrow"), tokens, max_chunksize=8192)
     done = {"unit": unit["name"], "counts": unit_counts(docs, tokens)}
     write_json_atomic(fs, join(run_path, "_work", "tokens", f"{unit['name']}.json"), done)
     return done

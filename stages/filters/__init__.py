@@ -94,28 +94,29 @@ class FilterStage:
             elif edited is not None:
                 edits[i] = edited
         for name, values in {**columns, **annotated}.items():
-            field = table.schema.field(name)
-            table = table.set_column(table.schema.get_field_index(name), field, pa.array(values, field.type))
+            table = _set_column(table, name, values)
         return self._apply_edits(table, edits) if edits else table
 
     def _apply_edits(self, table: pa.Table, edits: dict[int, str]) -> pa.Table:
         rows = sorted(edits)
+        texts = [edits[i] for i in rows]
+        new_bytes = [len(text.encode("utf-8")) for text in texts]
         edited = table.take(pa.array(rows))
-        new_bytes = [len(edits[i].encode("utf-8")) for i in rows]
         old_bytes = edited["bytes_clean"].to_pylist()
-        edited = edited.set_column(edited.schema.get_field_index("text"), "text",
-                                   pa.array([edits[i] for i in rows], pa.large_string()))
-        renormalized = self.normalizer(edited)
-        replace = {"text": renormalized["text"].to_pylist(), "bytes_clean": new_bytes,
-                   "bytes_cut": [o - n for o, n in zip(old_bytes, new_bytes)],
+        renormalized = self.normalizer(_set_column(edited, "text", texts))
+        replace = {"text": texts, "bytes_clean": new_bytes, "bytes_cut": [o - n for o, n in zip(old_bytes, new_bytes)],
                    **{name: renormalized[name].to_pylist() for name in ("norm_chars", "text_hash", "norm_text")}}
         for name, values in replace.items():
             column = table[name].to_pylist()
             for i, value in zip(rows, values):
                 column[i] = value
-            field = table.schema.field(name)
-            table = table.set_column(table.schema.get_field_index(name), field, pa.array(column, field.type))
+            table = _set_column(table, name, column)
         return table
+
+
+def _set_column(table: pa.Table, name: str, values: list) -> pa.Table:
+    field = table.schema.field(name)
+    return table.set_column(table.schema.get_field_index(name), field, pa.array(values, field.type))
 
 
 __all__ = ["FILTERS", "Doc", "Filter", "FilterStage", "Rejection", "build_filters"]
