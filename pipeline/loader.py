@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
 
 from slimpipe.storage import join, read_arrow_stream, read_json, read_own_files, resolve
 
@@ -66,7 +65,7 @@ class PackedLoader:
                  world_size: int | None = None, seed: int = 0, device="cpu", drop_last: bool = True):
         self.manifest, files = _export_files(export_dir, split)
         fs, _ = resolve(export_dir)
-        tables = [_open_packed(fs, f) for f in files]
+        tables = [read_arrow_stream(fs, f, BATCH_COLUMNS) for f in files]
         self.table = pa.concat_tables(tables) if tables else None
         self.rank, self.world_size = _rank_and_world(rank, world_size)
         if not 0 <= self.rank < self.world_size:
@@ -105,14 +104,6 @@ class PackedLoader:
                 raise ValueError(f"the saved loader state has {key}={state[key]}, this loader "
                                  f"{getattr(self, key)}; it cannot resume from it")
         self.epoch, self.batch = state["epoch"], state["batch"]
-
-
-def _open_packed(fs, path: str) -> pa.Table:
-    """A packed file's batch columns: memory-mapped on a local disk (only the rows taken are
-    read), read whole from other filesystems."""
-    if isinstance(fs, pafs.LocalFileSystem):
-        return pa.ipc.open_stream(pa.memory_map(path)).read_all().select(BATCH_COLUMNS)
-    return read_arrow_stream(fs, path, BATCH_COLUMNS)
 
 
 def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:

@@ -113,8 +113,13 @@ class OwnFiles(Datasource):
 
 
 def read_arrow_stream(fs: pafs.FileSystem, path: str, columns: list[str] | None = None) -> pa.Table:
-    with fs.open_input_file(path) as f:
-        table = pa.ipc.open_stream(f).read_all()
+    """An Arrow IPC stream file: memory-mapped on a local disk (only the rows used are read),
+    read whole from other filesystems."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        table = pa.ipc.open_stream(pa.memory_map(path)).read_all()
+    else:
+        with fs.open_input_file(path) as f:
+            table = pa.ipc.open_stream(f).read_all()
     return table.select(columns) if columns else table
 
 
