@@ -78,3 +78,18 @@ def make_corpus(root: Path, docs: list[dict], seed: int = 0) -> dict:
     write_jsonl(root / "news" / "news.jsonl.gz", news_all, "gzip")
     return {"records": len(web_all) + len(news_all), "short": len(short),
             "duplicates": len(dup_within) + len(dup_cross) + len(variant)}
+
+
+def filter_settings(name: str, **changes) -> dict:
+    """A filter's settings as the presets write them out, with some changed."""
+    from slimpipe.config import load_preset
+
+    return {**load_preset("slimpajama")["filters"][name], "enabled": True, **changes}
+
+
+def make_filter(name: str, **changes):
+    from slimpipe.stages.filters import FILTERS
+
+    settings = filter_settings(name, **changes)
+    settings.pop("enabled")
+    return FILTERS[name](**settings)

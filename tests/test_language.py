@@ -6,18 +6,19 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from conftest import filter_settings, make_filter
+
 from slimpipe.config import ConfigError, resolve
 from slimpipe.schemas import RECORD
 from slimpipe.stages.filters import FilterStage
 from slimpipe.stages.filters.doc import Doc
-from slimpipe.stages.filters.language import LanguageFilter
 
 SENTENCES = [line.split("\t", 1) for line in
              (Path(__file__).parent / "data" / "langid_sentences.tsv").read_text(encoding="utf-8").splitlines()]
 
 
 def test_accuracy_on_held_out_sentences():
-    flt = LanguageFilter(languages=["en"])
+    flt = make_filter("language")
     found = flt.annotate([text for _, text in SENTENCES])
     right = Counter(lang for (lang, _), pred in zip(SENTENCES, found["language"]) if pred == lang)
     total = Counter(lang for lang, _ in SENTENCES)
@@ -28,7 +29,7 @@ def test_accuracy_on_held_out_sentences():
 
 
 def test_decisions_and_reasons():
-    flt = LanguageFilter(languages=["en", "de"], min_score=0.5)
+    flt = make_filter("language", languages=["en", "de"], min_score=0.5)
     english = "The weather was fine, so the children played in the garden until dinner."
     russian = "Погода была хорошая, поэтому дети играли в саду до самого ужина."
     notes = flt.annotate([english, russian, "1234 5678 !!! ###", ""])
@@ -44,11 +45,11 @@ def test_columns_kept_for_every_row_and_missing_model_is_clear(tmp_path):
              "Une rue tranquille dans la vieille ville, avec une boulangerie au coin."]
     t = pa.table({f.name: pa.nulls(2, f.type) for f in RECORD}, schema=RECORD)
     t = t.set_column(1, "text", pa.array(texts, pa.large_string()))
-    out = FilterStage({"language": {"languages": ["en"], "min_score": 0.5}})(t).to_pylist()
+    out = FilterStage({"language": filter_settings("language", min_score=0.5)})(t).to_pylist()
     assert [r["language"] for r in out] == ["en", "fr"]
     assert out[0]["reject_stage"] is None and out[1]["reject_reason"] == "language.not_allowed"
     assert out[1]["language_score"] > 0.5
     with pytest.raises(ConfigError, match="language ID model not found"):
-        FilterStage({"language": {"model": str(tmp_path / "missing.bin")}})
+        FilterStage({"language": filter_settings("language", model=str(tmp_path / "missing.bin"))})
     with pytest.raises(ConfigError, match="filters.language.min_score"):
         resolve(overrides=["filters.language.min_score=2"])

@@ -9,9 +9,8 @@ from slimpipe import cli
 from slimpipe.config import ConfigError
 from slimpipe.stages.filters import FilterStage
 from slimpipe.stages.filters.doc import Doc
-from slimpipe.stages.filters.quality import QualityFilter
 
-from conftest import write_jsonl
+from conftest import filter_settings, make_filter, write_jsonl
 
 SPAM_WORDS = ("buy cheap best price click here free shipping casino bonus win now discount viagra "
               "login register home contact menu cart checkout subscribe follow share tweet like "
@@ -38,7 +37,7 @@ def model(tmp_path_factory, c4_docs):
 
 def test_trained_classifier_separates_held_out_pages(model, c4_docs, capsys):
     rng = random.Random(99)
-    flt = QualityFilter(model=str(model), min_score=0.5)
+    flt = make_filter("quality", model=str(model))
     good = [d["text"] for d in c4_docs[500:600]]
     bad = [spam(rng) for _ in range(100)]
     scores = flt.annotate(good + bad)["quality_score"]
@@ -60,7 +59,7 @@ def test_training_reports_holdout_figures(tmp_path, c4_docs, capsys):
 
 def test_missing_model_and_missing_examples_are_clear(tmp_path, capsys):
     with pytest.raises(ConfigError, match="quality classifier model not found"):
-        FilterStage({"quality": {"model": str(tmp_path / "nope.bin")}})
+        FilterStage({"quality": filter_settings("quality", model=str(tmp_path / "nope.bin"))})
     write_jsonl(tmp_path / "g.jsonl", [{"text": "only good examples here"}])
     assert cli.main(["train-quality", "--positive", str(tmp_path / "g.jsonl"), "--negative",
                      str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "m.bin")]) == 2

@@ -1,19 +1,31 @@
 """The statistics filters share, computed at most once per document and only when a filter asks:
-lines, paragraphs, words and word n-gram repetition. Words are whitespace-separated tokens (as
-in the Gopher paper), so no filter re-tokenizes the text."""
+lines, paragraphs, words and word n-gram repetition.
+
+Layout does not change a statistic: lines are the non-blank lines without trailing whitespace,
+paragraphs are the runs of lines between blank lines, and every fraction of "characters" is over
+the text those lines spell joined by single newlines (`size`). So a page whose paragraphs are
+separated by blank lines, CRLF line ends or trailing spaces gets the decisions of the same page
+with single newlines, which are the reference's (datatrove's). Words are counted as the
+reference's tokenizer counts them (see `words`).
+"""
 from __future__ import annotations
 
 import re
+import string
 from functools import cached_property
 
 import numba as nb
 import numpy as np
 
-_PARAGRAPH_BREAK = re.compile(r"\n{2,}")
-# Whole whitespace-separated tokens without a letter: the regex engine only lingers on the few
-# tokens that qualify, and those without a letter or digit are among them.
-_TOKEN_WITHOUT_LETTER = re.compile(r"(?<!\S)(?:[^\s\w]|[\d_])+(?!\S)")
-_WORD_CHAR = re.compile(r"\w")
+from slimpipe.stages.filters.words import TERMINAL_PUNCTUATION, words
+
+# The characters the reference (datatrove) counts as punctuation: a word made of them alone is no
+# word to the Gopher rules. ("‘" is not among them, "１" is: kept as the reference has them.)
+PUNCTUATION = frozenset(string.punctuation + "—”％１〈、━【「」，】；“《„’∶´．（–？！：～«〉》）。…►»"
+                        + "".join(map(chr, [*range(0, 9), 11, 12, *range(13, 32), *range(127, 160)]))) \
+    | TERMINAL_PUNCTUATION
+_SYMBOL_WORD = re.compile("^[" + re.escape("".join(sorted(PUNCTUATION - {"\n"}))) + "]+$", re.M)
+_WORD_WITHOUT_LETTER = re.compile(r"^(?:[^\w\n]|[\d_])+$", re.M)
 # Odd 64-bit multiplier of the rolling n-gram hash (wraps around modulo 2**64).
 _HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
 
@@ -38,32 +50,53 @@ class Doc:
         self.annotations = annotations or {}
 
     @cached_property
+    def _layout(self) -> tuple[list[str], list[str]]:
+        lines: list[str] = []
+        paragraphs: list[str] = []
+        current: list[str] = []
+        for raw in self.text.split("\n"):
+            line = raw.rstrip()
+            if line:
+                lines.append(line)
+                current.append(line)
+            elif current:
+                paragraphs.append("\n".join(current))
+                current = []
+        if current:
+            paragraphs.append("\n".join(current))
+        return lines, paragraphs
+
+    @property
     def lines(self) -> list[str]:
-        return self.text.split("\n")
+        return self._layout[0]
+
+    @property
+    def paragraphs(self) -> list[str]:
+        return self._layout[1]
 
     @cached_property
-    def paragraphs(self) -> list[str]:
-        return _PARAGRAPH_BREAK.split(self.text.strip())
+    def size(self) -> int:
+        """Characters of the lines joined by single newlines: the text without its layout."""
+        return sum(map(len, self.lines)) + max(0, len(self.lines) - 1)
 
     @cached_property
     def words(self) -> list[str]:
-        return self.text.split()
+        return words(self.text)
+
+    @cached_property
+    def _word_lines(self) -> str:
+        return "\n".join(self.words)
 
     @cached_property
     def content_words(self) -> tuple[int, int]:
-        """(count, total characters) of the words with a letter or digit (tokens of punctuation
-        alone left out)."""
-        punct = [token for token in self._letterless_tokens if not _WORD_CHAR.search(token)]
-        return len(self.words) - len(punct), sum(map(len, self.words)) - sum(map(len, punct))
+        """(count, total characters) of the words not made of punctuation alone."""
+        symbols = _SYMBOL_WORD.findall(self._word_lines)
+        return len(self.words) - len(symbols), sum(map(len, self.words)) - sum(map(len, symbols))
 
     @cached_property
     def alpha_words(self) -> int:
         """How many words hold a letter."""
-        return len(self.words) - len(self._letterless_tokens)
-
-    @cached_property
-    def _letterless_tokens(self) -> list[str]:
-        return _TOKEN_WITHOUT_LETTER.findall(self.text)
+        return len(self.words) - len(_WORD_WITHOUT_LETTER.findall(self._word_lines))
 
     @cached_property
     def _ngram_base(self) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +115,8 @@ class Doc:
         """For each n of `top_ns`, the characters covered by the most frequent word n-gram (its
         length as "w1 ... wn" times its count; the first to occur wins a tie), and for each n of
         `dup_ns`, the characters of n-grams that repeat an earlier one, scanning left to right
-        and skipping past each repeat (Gopher's definitions). One compiled pass per n."""
+        and skipping past each repeat, counted without the spaces between the words (Gopher's
+        definitions as the reference computes them). One compiled pass per n."""
         key = (top_ns, dup_ns)
         if key not in self._repetition_cache:
             ids, cum = self._ngram_base
@@ -155,7 +189,7 @@ def _repetition(ids, cum, top_ns, dup_ns):
                 while used[s] and keys[s] != h[i]:
                     s = (s + np.uint64(1)) & mask
                 if used[s]:
-                    total += cum[i + n] - cum[i] + n - 1
+                    total += cum[i + n] - cum[i]
                     i += n
                 else:
                     used[s], keys[s] = True, h[i]

@@ -1,22 +1,22 @@
-"""The Gopher rules (Rae et al. 2021, "Scaling Language Models", appendix A1), with the
-published thresholds as defaults. Words are whitespace-separated tokens."""
+"""The Gopher rules (Rae et al. 2021, "Scaling Language Models", appendix A1), decided as the
+reference implementation (datatrove's, which FineWeb ran) decides them: words as its tokenizer
+counts them, stop words counted once each and with their case, bullets "•" and "-", and the
+published thresholds. Lines and characters are taken without layout (see `Doc`)."""
 from __future__ import annotations
 
 from slimpipe.stages.filters.base import Filter, Rejection
 from slimpipe.stages.filters.doc import Doc, count_duplicates
 
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
-BULLETS = ("•", "●", "○", "▪", "◦", "‣", "-", "*")
+BULLETS = ("•", "-")
 
 
 class GopherQuality(Filter):
     name = "gopher_quality"
 
-    def __init__(self, min_words: int = 50, max_words: int = 100_000, min_mean_word_length: float = 3,
-                 max_mean_word_length: float = 10, max_symbol_word_ratio: float = 0.1,
-                 max_bullet_lines_ratio: float = 0.9, max_ellipsis_lines_ratio: float = 0.3,
-                 min_alpha_words_ratio: float = 0.8, min_stop_words: int = 2,
-                 stop_words: list[str] | None = None, bullets: list[str] | None = None):
+    def __init__(self, min_words: int, max_words: int, min_mean_word_length: float, max_mean_word_length: float,
+                 max_symbol_word_ratio: float, max_bullet_lines_ratio: float, max_ellipsis_lines_ratio: float,
+                 min_alpha_words_ratio: float, min_stop_words: int, stop_words: list[str], bullets: list[str]):
         self.min_words, self.max_words = min_words, max_words
         self.min_mean, self.max_mean = min_mean_word_length, max_mean_word_length
         self.max_symbol_ratio = max_symbol_word_ratio
@@ -24,8 +24,8 @@ class GopherQuality(Filter):
         self.max_ellipsis_lines = max_ellipsis_lines_ratio
         self.min_alpha = min_alpha_words_ratio
         self.min_stop_words = min_stop_words
-        self.stop_words = frozenset(stop_words or STOP_WORDS)
-        self.bullets = tuple(bullets or BULLETS)
+        self.stop_words = frozenset(stop_words)
+        self.bullets = tuple(bullets)
 
     def check(self, doc: Doc) -> Rejection | None:
         n, chars = doc.content_words
@@ -38,51 +38,43 @@ class GopherQuality(Filter):
             return self.reject("short_words", mean, f"mean word length {mean:.2f}, under {self.min_mean}")
         if mean > self.max_mean:
             return self.reject("long_words", mean, f"mean word length {mean:.2f}, over {self.max_mean}")
-        text = doc.text
-        ratio = text.count("#") / n
+        text, tokens = doc.text, len(doc.words)  # the ratios below count punctuation as words too
+        ratio = text.count("#") / tokens
         if ratio > self.max_symbol_ratio:
             return self.reject("hash_ratio", ratio, f"{ratio:.3f} '#' per word, over {self.max_symbol_ratio}")
-        ratio = (text.count("...") + text.count("…")) / n
+        ratio = (text.count("...") + text.count("…")) / tokens
         if ratio > self.max_symbol_ratio:
             return self.reject("ellipsis_ratio", ratio, f"{ratio:.3f} ellipses per word, over {self.max_symbol_ratio}")
         lines = doc.lines
         ratio = sum(1 for line in lines if line.lstrip().startswith(self.bullets)) / len(lines)
         if ratio > self.max_bullet_lines:
             return self.reject("bullet_lines", ratio, f"{ratio:.0%} of lines start with a bullet")
-        ratio = sum(1 for line in lines if line.rstrip().endswith(("...", "…"))) / len(lines)
+        ratio = sum(1 for line in lines if line.endswith(("...", "…"))) / len(lines)
         if ratio > self.max_ellipsis_lines:
             return self.reject("ellipsis_lines", ratio, f"{ratio:.0%} of lines end with an ellipsis")
-        ratio = doc.alpha_words / len(doc.words)
+        ratio = doc.alpha_words / tokens
         if ratio < self.min_alpha:
             return self.reject("few_alpha_words", ratio, f"{ratio:.0%} of words have a letter, under {self.min_alpha:.0%}")
-        stops = 0
-        for word in doc.words:  # most pages reach the minimum within a few words
-            if word.lower() in self.stop_words:
-                stops += 1
-                if stops >= self.min_stop_words:
-                    break
+        stops = len(self.stop_words.intersection(doc.words))
         if stops < self.min_stop_words:
-            return self.reject("few_stop_words", stops, f"{stops} stop words, under {self.min_stop_words}")
+            return self.reject("few_stop_words", stops, f"{stops} distinct stop words, under {self.min_stop_words}")
         return None
 
 
 class GopherRepetition(Filter):
     name = "gopher_repetition"
 
-    def __init__(self, max_dup_line_frac: float = 0.3, max_dup_para_frac: float = 0.3,
-                 max_dup_line_char_frac: float = 0.2, max_dup_para_char_frac: float = 0.2,
-                 max_top_ngram_char_frac: dict | None = None, max_dup_ngram_char_frac: dict | None = None):
+    def __init__(self, max_dup_line_frac: float, max_dup_para_frac: float, max_dup_line_char_frac: float,
+                 max_dup_para_char_frac: float, max_top_ngram_char_frac: dict, max_dup_ngram_char_frac: dict):
         self.max_dup_line, self.max_dup_para = max_dup_line_frac, max_dup_para_frac
         self.max_dup_line_chars, self.max_dup_para_chars = max_dup_line_char_frac, max_dup_para_char_frac
-        top = max_top_ngram_char_frac or {2: 0.20, 3: 0.18, 4: 0.16}
-        dup = max_dup_ngram_char_frac or {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
-        self.top = sorted((int(n), float(v)) for n, v in top.items())
-        self.dup = sorted((int(n), float(v)) for n, v in dup.items())
+        self.top = sorted((int(n), float(v)) for n, v in max_top_ngram_char_frac.items())
+        self.dup = sorted((int(n), float(v)) for n, v in max_dup_ngram_char_frac.items())
 
     def check(self, doc: Doc) -> Rejection | None:
-        size = len(doc.text)
+        size = doc.size
         if size == 0:
-            return None  # nothing can repeat; an empty text is the length rule's to judge
+            return self.reject("empty", 0, "the text has no visible characters")
         for unit, items, max_frac, max_char_frac in (
                 ("paragraph", doc.paragraphs, self.max_dup_para, self.max_dup_para_chars),
                 ("line", doc.lines, self.max_dup_line, self.max_dup_line_chars)):
@@ -90,7 +82,8 @@ class GopherRepetition(Filter):
             if dups / len(items) > max_frac:
                 return self.reject(f"dup_{unit}s", dups / len(items), f"{dups} of {len(items)} {unit}s repeat")
             if chars / size > max_char_frac:
-                return self.reject(f"dup_{unit}_chars", chars / size, f"{chars / size:.0%} of characters in repeated {unit}s")
+                return self.reject(f"dup_{unit}_chars", chars / size,
+                                   f"{chars / size:.0%} of characters in repeated {unit}s")
         top, dup = doc.ngram_repetition(tuple(n for n, _ in self.top), tuple(n for n, _ in self.dup))
         for (n, limit), chars in zip(self.top, top):
             if chars / size > limit:
@@ -98,5 +91,6 @@ class GopherRepetition(Filter):
                                    f"the most frequent {n}-gram covers {chars / size:.0%} of characters")
         for (n, limit), chars in zip(self.dup, dup):
             if chars / size > limit:
-                return self.reject(f"dup_{n}grams", chars / size, f"repeated {n}-grams cover {chars / size:.0%} of characters")
+                return self.reject(f"dup_{n}grams", chars / size,
+                                   f"repeated {n}-grams cover {chars / size:.0%} of characters")
         return None

@@ -29,8 +29,8 @@ class LanguageFilter(Filter):
     name = "language"
     annotations = ("language", "language_score")
 
-    def __init__(self, languages: list[str] | None = None, min_score: float = 0.65, model: str | None = None):
-        self.languages = frozenset(languages or ["en"])
+    def __init__(self, languages: list[str], min_score: float, model: str | None):
+        self.languages = frozenset(languages)
         self.min_score = min_score
         self.model_path = model or BUNDLED_MODEL
         if not os.path.isfile(self.model_path):

@@ -11,7 +11,7 @@ class LengthFilter(Filter):
 
     name = "length"
 
-    def __init__(self, min_chars: int = 200):
+    def __init__(self, min_chars: int):
         self.min_chars = min_chars
 
     def check(self, doc: Doc) -> Rejection | None:

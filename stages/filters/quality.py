@@ -20,7 +20,7 @@ class QualityFilter(Filter):
     name = "quality"
     annotations = ("quality_score",)
 
-    def __init__(self, model: str | None = None, min_score: float = 0.5, label: str = POSITIVE):
+    def __init__(self, model: str | None, min_score: float, label: str):
         if not model or not os.path.isfile(model):
             raise ConfigError(f"quality classifier model not found: {model!r} "
                               "(train one with `slimpipe train-quality`)")
