@@ -17,11 +17,11 @@ import re
 import unicodedata
 
 # Marks that come off a word's ends one at a time (spaCy's prefixes and suffixes, currency signs).
-_EDGE = "()\\[\\]{}<>,:;!?¿¡_#*&\"“”‘’'`´«»„‚§%=+—–$£€¥₹₩₽。？！，、；：～·।،۔؛٪「」『』（）〔〕【】《》〈〉"
+_EDGE = "()\\[\\]{}<>,:;!?¿¡_#*&\"“”‘’'`´«»„‚§%=—–$£€¥₹₩₽。？！，、；：～·।،۔؛٪「」『』（）〔〕【】《》〈〉"
 # Symbols and pictographs: each is a word of its own.
 _ICONS = "\u00a6\u00a9\u00ae\u00b0\u2100-\u214f\u2190-\u21ff\u2300-\u23ff\u2460-\u27bf\u2900-\u2bff\U0001F000-\U0001FAFF"
 _LETTER = r"[^\W\d_]"
-_CORE = rf"[^\s{_EDGE}.\-–—~/{_ICONS}]"
+_CORE = rf"[^\s{_EDGE}.\-–—~/+{_ICONS}]"
 _CLITIC = r"['’](?:[sSmMdD]|re|RE|ve|VE|ll|LL)(?!\w)"
 _UNITS = r"(?:km|cm|mm|m|kg|mg|g|lb|lbs|oz|ft|yd|mph|kmh|ha|GB|MB|KB|TB|gb|mb|kb|tb|G|M|K|T)"
 _ABBREVIATIONS = ("Mr|Mrs|Ms|Dr|St|Jr|Sr|Inc|Ltd|Co|Corp|vs|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec|Mt|Gov"
@@ -36,19 +36,20 @@ _JOIN = (rf"(?=[.\-–—~'’,:<>=/()\[\]{{}}_#*&;!?\"“”‘`´«»„‚§%
          rf"|,(?<!{_LETTER},)|,(?!{_LETTER})"
          rf"|[:<>=/](?<!\w.)|[:<>=/](?!{_LETTER})"
          rf"|[()\[\]{{}}_#*&;!?\"“”‘`´«»„‚§%+$£€¥])")
-_END = r"""(?=[\s,;:!?)\]"”]|$)"""
+_END = r"""(?=\s|$|[,;:!?)\]"”](?!\w))"""
 _WORD = re.compile(rf"""
- [a-z]{{2,}}+(?=[\s,;:!?)\]"”]|\.(?!\w)|$)(?<!\bvs)(?<!nt)(?<!not)(?<!na)(?<!ta)  # most words: fast path
+ (?:https?|ftp)://\S*?(?=[.,;:!?)\]"'”’]*(?:\s|$))|www\.\S*?(?=[.,;:!?)\]"'”’]*(?:\s|$))   # URLs
+|[a-z]{{2,}}+(?:{_END}|(?=\.(?!\w)))(?<!\bvs)(?<!nt)(?<!not)(?<!na)(?<!ta)  # most words: fast path
 |[A-Z][a-z]++{_END}(?<!\bIm)
 |\.{{2,}}|…+|[-–—~]{{2,}}                                                        # ellipses, dash runs
-|(?:https?|ftp)://\S*?(?=[.,;:!?)\]"'”’]*(?:\s|$))|www\.\S*?(?=[.,;:!?)\]"'”’]*(?:\s|$))
 |(?:{_LETTER}\.){{2,}}(?={_LETTER}|[\s)\]"'”’,;:!?]|$)                           # U.S., e.g.
 |(?:{_ABBREVIATIONS})\.(?=[\s)\]"'”’,;:!?]|$)
 |{_LETTER}+?(?=n['’]t(?!\w))|n['’]t(?!\w)|{_CLITIC}                              # do n't, it 's
 |(?<!\w)(?:[Cc]an(?=not(?!\w))|[Dd]o(?=nt(?!\w))|[Cc]a(?=nt(?!\w))|[Gg]on(?=na(?!\w))|[Gg]ot(?=ta(?!\w))
    |I(?=m(?!\w))|and/or(?!\w))
 |\d+(?={_UNITS}(?!\w))                                                           # 10 km
-|(?:(?<!\S)-+(?={_CORE}))?{_CORE}+(?:{_JOIN}+{_CORE}+)*
+|(?:\):|\(:|:\)|:\(|;\)|=\)|\(=|:'\)|:'\(|:/|:\]|:\||8\)|''|’’|-=)(?=\s|$)                      # emoticons
+|(?:(?<!\S)-+(?={_CORE})|\+(?=\d))?{_CORE}+(?:{_JOIN}+{_CORE}+)*(?:(?<={_LETTER})\++)?
 |[{_ICONS}]|\S
 """, re.VERBOSE)
 
