@@ -29,7 +29,13 @@ def run(corpus: Path, out: Path) -> int:
             for line in f.read().split(b"\n"):
                 if not line:
                     continue
-                text = ftfy.fix_text(orjson.loads(line)["text"], normalization="NFC")
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError:  # invalid UTF-8: repaired with U+FFFD, as slimpipe's reader does
+                    record = orjson.loads(line.decode("utf-8", "replace"))
+                if not isinstance(record.get("text"), str):
+                    continue  # no text: slimpipe rejects these
+                text = ftfy.fix_text(record["text"], normalization="NFC")
                 norm = re.sub(r"\s+", " ", text.lower().translate(PUNCTUATION).strip())
                 if len(norm) < 200:
                     continue

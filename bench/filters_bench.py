@@ -7,16 +7,13 @@ the same documents in the same process, for the ratio and for how often the deci
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import time
 from pathlib import Path
 
-import zstandard
-
 sys.path.insert(0, str(Path(__file__).parent))
-from make_corpus import build  # noqa: E402
+from make_corpus import build, corpus_records  # noqa: E402
 
 from slimpipe.config import load_preset  # noqa: E402
 from slimpipe.stages.filters import FILTERS, FilterStage  # noqa: E402
@@ -28,14 +25,11 @@ OUT = Path(__file__).parent / "out"
 
 def load_texts(corpus: Path, mb: float) -> list[str]:
     texts, size = [], 0
-    for path in sorted(corpus.rglob("*.jsonl.zst")):
-        raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(path.read_bytes())).read()
-        for line in raw.split(b"\n"):
-            if line:
-                texts.append(json.loads(line)["text"])
-                size += len(texts[-1].encode())
-                if size >= mb * 1e6:
-                    return texts
+    for record in corpus_records(corpus):
+        texts.append(record["text"])
+        size += len(texts[-1].encode())
+        if size >= mb * 1e6:
+            break
     return texts
 
 
@@ -45,6 +39,8 @@ def ours(texts: list[str], text_mb: float) -> tuple[dict, dict]:
     norms = [len(normalize_text(t)) for t in texts]
     results, decisions = {}, {}
     for name, options in cfg.items():
+        if not options.get("enabled", True):
+            continue  # off in the preset (quality: it needs a trained model)
         flt = FILTERS[name](**{k: v for k, v in options.items() if k != "enabled"})
         t = time.perf_counter()
         notes = flt.annotate(texts)

@@ -13,28 +13,40 @@
    (of the preset's own shingles) in bins; and the share of all near removals whose true
    Jaccard to their survivor is below 0.6.
 
+With --graded N, instead: graded pairs. A corpus of --mb of shaped real text plus N pairs (page,
+edited copy) in each bin of true Jaccard of GRADED_BINS, computed exactly as the web preset's
+verification computes it; the web preset run with its banding before the recall search (9 x 13,
+datasketch's balanced choice) and as it is now, the filters but the length rule off so that
+every pair reaches dedup: pairs merged per bin, and the cost (candidate pairs, verified pairs,
+seconds of the LSH and verify steps, of near-dedup and of the run) of each.
+
     python bench/near_bench.py --mb 100 [--dt-python /path/to/venv-with-datatrove/bin/python]
+    python bench/near_bench.py --mb 20 --graded 1000 [--repeat 3]
 """
 from __future__ import annotations
 
 import argparse
 import gzip
-import io
 import json
 import os
+import random
+import statistics
 import sys
 import tempfile
 import time
 from collections import defaultdict
+from itertools import islice
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import zstandard
 
 sys.path.insert(0, str(Path(__file__).parent))
-from make_corpus import build  # noqa: E402
+from make_corpus import (  # noqa: E402
+    NEAR_MIN_CHARS, Writer, build, corpus_records, near_base_mix, replace_words, shaped_documents, without_broken)
 from run_bench import OUT, run_measured, slimpipe_env  # noqa: E402
 
+from slimpipe.config import resolve  # noqa: E402
+from slimpipe.stages.clean import Cleaner  # noqa: E402
 from slimpipe.stages.minhash import MinHashParams, Signer, jaccard, shingle_set, shingles  # noqa: E402
 from slimpipe.stages.normalize import normalize_text  # noqa: E402
 
@@ -44,19 +56,18 @@ SIGNATURE_CONFIGS = {
     "char 13-grams, SHA-1 legacy (slimpajama preset)": MinHashParams(),
 }
 BINS = [(0.0, 0.4), (0.4, 0.6), (0.6, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 0.95), (0.95, 1.01)]
+GRADED_BINS = [(0.5, 0.6), (0.6, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 1.0)]  # the last one holds 1.0
+# the web preset's banding before bands and rows were chosen for recall (datasketch's balanced search)
+BANDING_BEFORE = ["dedup.near.bands=9", "dedup.near.rows=13"]
 
 
 def load_texts(corpus: Path, mb: float) -> list[dict]:
     out, size = [], 0
-    for path in sorted(corpus.rglob("*.jsonl.zst")):
-        raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(path.read_bytes())).read()
-        for line in raw.split(b"\n"):
-            if line.strip():
-                rec = json.loads(line)
-                out.append(rec)
-                size += len(rec["text"].encode())
-                if size >= mb * 1e6:
-                    return out
+    for rec in corpus_records(corpus):
+        out.append(rec)
+        size += len(rec["text"].encode())
+        if size >= mb * 1e6:
+            break
     return out
 
 
@@ -99,8 +110,8 @@ def signature_speed(corpus: Path, mb: float, dt_python: str | None) -> dict:
     return {"text_mb": round(text_mb, 2), "mb_s_per_core": results}
 
 
-def slimpipe_run(corpus: Path, out: Path, sets: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "slimpipe.cli", "run", "--preset", "slimpajama", "--input", str(corpus),
+def slimpipe_run(corpus: Path, out: Path, sets: list[str], preset: str = "slimpajama") -> dict:
+    cmd = [sys.executable, "-m", "slimpipe.cli", "run", "--preset", preset, "--input", str(corpus),
            "--output", str(out), "--set", "ray.progress_bars=false", *sum((["--set", s] for s in sets), [])]
     secs, peak, _ = run_measured(cmd, slimpipe_env())
     stats = json.loads((out / "stats.json").read_text())
@@ -110,16 +121,22 @@ def slimpipe_run(corpus: Path, out: Path, sets: list[str]) -> dict:
             "conservation_holds": stats["conservation"]["holds"]}
 
 
-def quality(out: Path, corpus: Path, params: MinHashParams) -> dict:
-    """Recall and false merges against the planted pairs, by true Jaccard bin."""
-    dups = pq.read_table(out / "duplicates", columns=["id", "kept_id", "kind", "file", "line"]).to_pylist()
-    kept_for = {d["id"]: d["kept_id"] for d in dups}
+def survivor_of(out: Path):
+    """id -> the document that stands for it in the run (itself, if kept), through exact and near removals."""
+    dups = pq.read_table(out / "duplicates", columns=["id", "kept_id"])
+    kept_for = dict(zip(dups["id"].to_pylist(), dups["kept_id"].to_pylist()))
 
     def root(x):
         while x in kept_for:
             x = kept_for[x]
         return x
 
+    return root
+
+
+def quality(out: Path, corpus: Path, params: MinHashParams) -> dict:
+    """Recall and false merges against the planted pairs, by true Jaccard bin."""
+    root = survivor_of(out)
     pairs = [json.loads(line) for line in corpus.with_name(corpus.name + ".pairs.jsonl").read_text().splitlines()]
     wanted = {p["a"] for p in pairs} | {p["b"] for p in pairs}
     text = {r["id"]: r["text"] for r in load_texts(corpus / "near", 1e9) if r["id"] in wanted}
@@ -144,6 +161,140 @@ def removals_below(out: Path, params: MinHashParams, cutoff: float = 0.6) -> dic
     return {"near_removals": len(dups), f"below_{cutoff}": low, "share": round(low / len(dups), 4) if dups else 0.0}
 
 
+# --- graded pairs ---------------------------------------------------------------------------
+
+
+def web_jaccard():
+    """True Jaccard of two raw texts as the web preset's verification computes it: cleaned as a
+    run cleans, normalised, shingled."""
+    config = resolve("web")
+    cleaner, params = Cleaner(config["clean"]), MinHashParams.from_config(config["dedup"]["near"])
+    return lambda a, b: jaccard(*(shingle_set(normalize_text(cleaner.clean(t)), params) for t in (a, b)))
+
+
+def graded_bin(similarity: float) -> int | None:
+    return next((i for i, (lo, hi) in enumerate(GRADED_BINS)
+                 if lo <= similarity < hi or similarity == hi == 1.0), None)
+
+
+def bin_name(index: int) -> str:
+    lo, hi = GRADED_BINS[index]
+    return f"[{lo:.1f}, {hi:.1f}{']' if hi == 1.0 else ')'}"
+
+
+def edited_copy(text: str, target: float, rng: random.Random, vocab: list[str], other: str) -> tuple[str, str]:
+    """(copy, kind of edit): words replaced all over at the rate expected to give Jaccard `target`
+    on word 5-grams, or, one time in three, one to three lines replaced by lines of `other` (an
+    edited section)."""
+    lines, others = text.split("\n"), other.split("\n")
+    if rng.random() < 1 / 3 and len(lines) > 3:
+        k = rng.randint(1, min(3, len(others)))
+        i = rng.randrange(len(lines) - k + 1)
+        return "\n".join(lines[:i] + rng.sample(others, k) + lines[i + k:]), "lines"
+    rate = 1 - (2 * target / (1 + target)) ** (1 / 5)  # a copy keeps about (1 - rate)^5 of its 5-grams
+    return replace_words(text, rate, rng, vocab), "words"
+
+
+def write_graded_pairs(corpus: Path, per_bin: int, seed: int = 0) -> dict:
+    """`per_bin` pairs (page, edited copy) in every bin of GRADED_BINS under corpus/graded/, the
+    truth in corpus.graded.jsonl: a target drawn in a bin still short of pairs, a copy edited
+    towards it, the pair kept if its measured Jaccard lands in a bin still short of pairs."""
+    rng = random.Random(f"{seed}-graded-edits")
+    similarity = web_jaccard()
+    pages = (d for d in shaped_documents(seed=f"{seed}-graded", shapes=near_base_mix(None))
+             if len(d["text"]) >= NEAR_MIN_CHARS)
+    vocab = sorted({w for d in islice(pages, 300) for w in d["text"].split()})
+    counts = [0] * len(GRADED_BINS)
+    writer = Writer(corpus / "graded", 2, {})  # the two pages of a pair go to different files
+    with corpus.with_name(corpus.name + ".graded.jsonl").open("w") as truth:
+        while min(counts) < per_bin:
+            lo, hi = GRADED_BINS[rng.choice([i for i, c in enumerate(counts) if c < per_bin])]
+            page, other = next(pages), next(pages)
+            text, edit = edited_copy(page["text"], rng.uniform(lo, hi), rng, vocab, other["text"])
+            j = similarity(page["text"], text)
+            b = graded_bin(j)
+            if b is None or counts[b] >= per_bin:
+                continue
+            a, c = f"graded-{writer.count}", f"graded-{writer.count + 1}"
+            writer.write({**page, "id": a})
+            writer.write({**page, "id": c, "text": text, "url": page["url"] + "?copy"})
+            truth.write(json.dumps({"a": a, "b": c, "jaccard": j, "edit": edit}) + "\n")
+            counts[b] += 1
+    writer.close()
+    return {"graded_pairs": sum(counts), "graded_bytes": writer.bytes}
+
+
+def filters_off() -> list[str]:
+    """--set items that turn off every filter of the web preset but the length rule, so that every
+    graded pair reaches dedup."""
+    return [f"filters.{name}.enabled=false" for name, f in resolve("web")["filters"].items()
+            if name != "length" and f.get("enabled")]
+
+
+def merged_by_bin(out: Path, truth: list[dict]) -> dict:
+    root = survivor_of(out)
+    bins = defaultdict(lambda: [0, 0])
+    for p in truth:
+        cell = bins[bin_name(graded_bin(p["jaccard"]))]
+        cell[0] += 1
+        cell[1] += root(p["a"]) == root(p["b"])
+    return {b: {"pairs": n, "merged": m, "share": round(m / n, 4)} for b, (n, m) in sorted(bins.items())}
+
+
+def near_cost(out: Path, runs: list[dict]) -> dict:
+    """Banding, candidate pairs and seconds of one banding (seconds: the median over its runs)."""
+    near = json.loads((out / "stats.json").read_text())["near_dedup"]
+
+    def median(seconds) -> float:
+        return round(statistics.median(seconds(r) for r in runs), 2)
+
+    return {"banding": {k: near["banding"][k] for k in ("bands", "rows", "chosen_by", "recall_at_threshold")},
+            "candidate_pairs": near["lsh"]["candidate_edges"], "verified_pairs": near["verify"]["verified"],
+            "seconds": {"lsh": median(lambda r: r["near"]["lsh"]["seconds"]),
+                        "verify": median(lambda r: r["near"]["verify"]["seconds"]),
+                        "near_dedup": median(lambda r: r["timings_s"]["near_dedup"]),
+                        "run": median(lambda r: r["seconds"])}}
+
+
+def graded_pairs(mb: float, per_bin: int, repeat: int) -> dict:
+    corpus = OUT / f"graded-{mb:g}-{per_bin}"
+    if not corpus.exists():
+        build(mb, corpus, [])
+        write_graded_pairs(corpus, per_bin)
+    truth = [json.loads(line) for line in corpus.with_name(corpus.name + ".graded.jsonl").read_text().splitlines()]
+    bandings = {"before (9 x 13)": BANDING_BEFORE,
+                f"after (target_recall {resolve('web')['dedup']['near']['target_recall']})": []}
+    runs = defaultdict(list)
+    results = {"corpus_mb": mb, "pairs_per_bin": per_bin, "filters": "off but the length rule"}
+    with tempfile.TemporaryDirectory(dir=OUT) as tmp:
+        for i in range(repeat):  # alternated, so that a busy machine weighs on both alike
+            for name, sets in bandings.items():
+                out = Path(tmp) / f"{name.split()[0]}-{i}"
+                r = slimpipe_run(corpus, out, [*filters_off(), *sets], preset="web")
+                r["near"] = json.loads((out / "stats.json").read_text())["near_dedup"]
+                runs[name].append(r)
+                if i == repeat - 1:
+                    results[name] = {"merged_by_true_jaccard": merged_by_bin(out, truth), **near_cost(out, runs[name])}
+                    print(json.dumps({name: results[name]}, indent=2), flush=True)
+    return results
+
+
+def graded_table(results: dict) -> str:
+    names = [k for k in results if k.startswith(("before", "after"))]
+    merged = {n: results[n]["merged_by_true_jaccard"] for n in names}
+    rows = [["true Jaccard", "pairs", *names]]
+    for b, cell in merged[names[0]].items():
+        rows.append([b, str(cell["pairs"]), *(f"{merged[n][b]['merged']} ({100 * merged[n][b]['share']:.1f}%)"
+                                              for n in names)])
+    rows.append(["recall at threshold", "", *(str(results[n]["banding"]["recall_at_threshold"]) for n in names)])
+    rows += [[key.replace("_", " "), "", *(str(results[n][key]) for n in names)]
+             for key in ("candidate_pairs", "verified_pairs")]
+    rows += [[f"seconds, {key}", "", *(str(results[n]["seconds"][key]) for n in names)]
+             for key in ("lsh", "verify", "near_dedup", "run")]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+
+
 def datasketch_loop(corpus: Path) -> dict:
     secs, peak, output = run_measured([sys.executable, str(Path(__file__).with_name("datasketch_loop.py")), str(corpus)])
     return {"seconds": round(secs, 2), "peak_pss_mb": round(peak / 2**20), **json.loads(output.strip().splitlines()[-1])}
@@ -164,11 +315,19 @@ def main() -> None:
     p.add_argument("--sig-mb", type=float, default=10.0, help="megabytes for the signature timings")
     p.add_argument("--dt-python", help="a Python with datatrove installed, to run it side by side")
     p.add_argument("--skip", nargs="*", default=[], choices=["signatures", "runs", "datasketch", "datatrove", "xxh32"])
+    p.add_argument("--graded", type=int, metavar="N", help="graded-pair mode: N pairs per bin of true Jaccard")
+    p.add_argument("--repeat", type=int, default=1, help="graded-pair mode: runs of each banding (median seconds)")
     args = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.graded:
+        results = graded_pairs(args.mb, args.graded, args.repeat)
+        (OUT / "near_graded_results.json").write_text(json.dumps(results, indent=2))
+        print(graded_table(results))
+        return
     corpus = OUT / f"near-{int(args.mb)}"
     if not corpus.exists():
-        build(args.mb, corpus, [], near_share=0.1)
+        # no broken records: datatrove reads text strictly as UTF-8 and stops at the first invalid byte
+        build(args.mb, corpus, [], near_share=0.1, shapes=without_broken())
     cores = len(os.sched_getaffinity(0))
     results = {"cores": cores, "corpus_mb": args.mb}
     if "signatures" not in args.skip:

@@ -156,6 +156,14 @@ def reference_parts(against: list[str], near: dict) -> list[dict]:
     return out
 
 
+def banding_of(near: dict) -> dict:
+    """The run's banding; a banding the settings cannot give is a config error (checked before Ray)."""
+    try:
+        return resolve_bands(near)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _consume(ds) -> list[dict]:
     return [row for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow")
             for row in batch.to_pylist()]
@@ -222,7 +230,7 @@ def stage_near_dedup(rd: RunDir, chunks, config: dict, reducers: int) -> None:
     if not near["enabled"] or info.get("status") == "done":
         rd.set_stage("near_dedup", status="done")
         return
-    banding = resolve_bands(near)
+    banding = banding_of(near)
     parts_path = join(rd.work, "near", "parts.json")
     if not exists(rd.fs, parts_path):  # fixed at the first attempt: node numbers depend on it
         write_json_atomic(rd.fs, parts_path, {"parts": _run_parts(rd, chunks) + reference_parts(near["against"], near)})

@@ -21,7 +21,7 @@ from ray.data.context import ShuffleStrategy
 
 from slimpipe import inputs as inputs_mod
 from slimpipe.config import ConfigError
-from slimpipe.near import reference_parts, stage_near_dedup
+from slimpipe.near import banding_of, reference_parts, stage_near_dedup
 from slimpipe.rundir import RunDir
 from slimpipe.split import stage_split
 from slimpipe.stages.clean import Cleaner
@@ -131,6 +131,7 @@ def run(config: dict) -> dict:
         inputs_mod.discover(config["split"]["eval_files"], config["input"])  # missing files: an error now
     if config["dedup"]["near"]["enabled"]:
         reference_parts(config["dedup"]["near"]["against"], config["dedup"]["near"])  # earlier runs usable?
+        banding_of(config["dedup"]["near"])  # bands and rows the settings can give?
     rd = RunDir(config["output"]["path"])
     resumed = rd.open(config, inputs_mod.input_fingerprint(files))
     started = init_ray(config["ray"])

@@ -148,6 +148,8 @@ def collect_stats(rd, chunks) -> dict:
         "rejected_by_reason": {st: dict(v) for st, v in reasons.items()},
         "duplicates_cross_source": {kind: {a: dict(b) for a, b in m.items()} for kind, m in cross.items()},
         "near_dedup": _near_stats(rd),
+        # the decontamination index: exact hashes, n-grams checked and those ignored as boilerplate
+        "split": {k: v for k, v in rd.state["stages"].get("split", {}).items() if k != "status"},
         "output": {"documents": manifest["rows"], "holdout_documents": manifest["holdout_rows"],
                    "text_bytes": manifest["text_bytes"],
                    "shards": len(manifest["shards"])},
@@ -251,8 +253,14 @@ def summary_text(stats: dict) -> str:
         b = near["banding"]
         lines.append("")
         sizes = ", ".join(f"{k}: {v}" for k, v in near["cluster_sizes"].items() if v)
-        lines.append(f"near dedup: {b['bands']} bands x {b['rows']} rows (threshold {b['threshold']}); "
-                     f"{near['clusters']} clusters" + (f", largest {near['largest_cluster']}; sizes {sizes}" if sizes else ""))
+        lines.append(f"near dedup: {b['bands']} bands x {b['rows']} rows (threshold {b['threshold']}"
+                     f"{_recall_note(b)}); {near['clusters']} clusters"
+                     + (f", largest {near['largest_cluster']}; sizes {sizes}" if sizes else ""))
+    split = stats.get("split", {})  # absent in runs made before it was recorded
+    if split.get("ngrams_ignored"):
+        lines.append("")
+        lines.append(f"decontamination: {split['ngrams']} n-grams checked, {split['ngrams_ignored']} ignored as too "
+                     "common in train (split.max_ngram_doc_freq)")
     if "tokens" in stats:
         tok = stats["tokens"]
         lines.append("")
@@ -266,6 +274,14 @@ def summary_text(stats: dict) -> str:
     lines.append(f"conservation {verdict}: {c['input_records']} input records = {c['kept']} kept + "
                  f"{c['rejected']} rejected + {c['duplicates']} duplicates")
     return "\n".join(lines)
+
+
+def _recall_note(banding: dict) -> str:
+    """The expected recall at the threshold and what chose the banding (absent in runs made before
+    they were recorded)."""
+    if "recall_at_threshold" not in banding:
+        return ""
+    return f", expected recall there {banding['recall_at_threshold']:.3f}, chosen by {banding['chosen_by']}"
 
 
 def _table_html(stats: dict) -> str:

@@ -5,6 +5,10 @@ key. Documents that share a bucket in any band are candidates. The buckets are f
 shuffle of (band, key, node) rows (the runner's Ray groupby); inside one shuffle partition the
 rows are sorted and each bucket emits one edge per member to its representative (the lowest
 node), never all pairs, so a bucket of a million near-identical pages costs linear work.
+
+Bands and rows, unless set: with verification on, the steepest S-curve that still catches a pair
+at the threshold with probability `target_recall` (false candidates are verified away, missed
+pairs are lost); with it off, datasketch's balance of false positives and false negatives.
 """
 from __future__ import annotations
 
@@ -36,17 +40,50 @@ def optimal_bands_rows(threshold: float, num_perm: int, fp_weight: float = 0.5,
     return best
 
 
-def resolve_bands(near: dict) -> dict:
-    """The banding a run uses (explicit, or searched from the threshold) and its S-curve."""
+def recall_bands_rows(threshold: float, num_perm: int, target_recall: float) -> tuple[int, int]:
+    """The (bands, rows) with bands * rows <= num_perm that catch a pair at the threshold with at
+    least `target_recall` probability and let through the fewest false candidates (the least area
+    under the S-curve below the threshold). For verified runs: verification drops every false
+    candidate, at a cost, but nothing brings back a pair the LSH missed."""
+    from scipy.integrate import quad  # here, not at the top: see optimal_bands_rows
+
+    best, best_fp = None, float("inf")
+    for r in range(1, num_perm + 1):
+        # the fewest bands that reach the target: more only add false candidates and shuffle rows
+        b = next((b for b in range(1, num_perm // r + 1) if catch_probability(threshold, b, r) >= target_recall),
+                 None)
+        if b is None:
+            continue
+        fp = quad(lambda s: catch_probability(s, b, r), 0.0, threshold)[0]
+        if fp < best_fp:
+            best, best_fp = (b, r), fp
+    if best is None:
+        raise ValueError(f"no banding of num_perm {num_perm} catches a pair at Jaccard {threshold} with probability "
+                         f"{target_recall} (dedup.near.target_recall): raise num_perm or lower target_recall")
+    return best
+
+
+def _choose_bands(near: dict) -> tuple[int, int, str]:
+    """(bands, rows, how they were chosen): as set; else, with verification, the recall-first
+    search; else datasketch's balanced search."""
     if near.get("bands") and near.get("rows"):
         bands, rows = int(near["bands"]), int(near["rows"])
         if bands * rows > near["num_perm"]:
             raise ValueError(f"dedup.near.bands * rows = {bands * rows} exceeds num_perm {near['num_perm']}")
-    else:
-        bands, rows = optimal_bands_rows(near["threshold"], near["num_perm"])
+        return bands, rows, "config"
+    if near["verify"]:
+        return (*recall_bands_rows(near["threshold"], near["num_perm"], near["target_recall"]), "target_recall")
+    return (*optimal_bands_rows(near["threshold"], near["num_perm"]), "datasketch")
+
+
+def resolve_bands(near: dict) -> dict:
+    """The banding a run uses, how it was chosen, its catch probability at the threshold (the
+    expected recall of pairs at the threshold) and its S-curve."""
+    bands, rows, chosen_by = _choose_bands(near)
     curve = {f"{s / 20:.2f}": round(catch_probability(s / 20, bands, rows), 6) for s in range(21)}
-    return {"bands": bands, "rows": rows, "permutations_used": bands * rows,
-            "threshold": near["threshold"], "s_curve": curve}
+    return {"bands": bands, "rows": rows, "permutations_used": bands * rows, "chosen_by": chosen_by,
+            "threshold": near["threshold"],
+            "recall_at_threshold": round(catch_probability(near["threshold"], bands, rows), 6), "s_curve": curve}
 
 
 @nb.njit(cache=True)

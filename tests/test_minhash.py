@@ -7,6 +7,8 @@ from datasketch.lsh import _optimal_param
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from slimpipe.config import ConfigError, resolve
+from slimpipe.near import banding_of
 from slimpipe.stages.lsh import bucket_edges, catch_probability, optimal_bands_rows, resolve_bands
 from slimpipe.stages.minhash import (MinHashParams, Signer, datasketch_minhash, hash32, jaccard, shingle_set,
                                      shingles, to_datasketch)
@@ -98,6 +100,50 @@ def test_banding_records_s_curve():
     assert b["s_curve"]["0.50"] < 0.01 < 0.9 < b["s_curve"]["0.95"]
     with pytest.raises(ValueError, match="exceeds num_perm"):
         resolve_bands({"threshold": 0.8, "num_perm": 64, "bands": 9, "rows": 13})
+
+
+VERIFIED = {"threshold": 0.8, "num_perm": 128, "bands": None, "rows": None, "verify": True, "target_recall": 0.98}
+
+
+def least_false_candidates(threshold: float, num_perm: int, target: float) -> tuple[int, int]:
+    """Brute force over every banding, areas by the midpoint rule: the one that reaches the
+    target with the least area under its S-curve below the threshold."""
+    s = (np.arange(2000) + 0.5) / 2000 * threshold
+    feasible = [(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)
+                if catch_probability(threshold, b, r) >= target]
+    return min(feasible, key=lambda br: catch_probability(s, *br).mean())
+
+
+@pytest.mark.parametrize("threshold, num_perm", [(0.5, 128), (0.7, 64), (0.8, 128), (0.85, 256), (0.9, 128)])
+def test_verified_banding_meets_the_recall_target(threshold, num_perm):
+    b = resolve_bands({**VERIFIED, "threshold": threshold, "num_perm": num_perm})
+    bands, rows = b["bands"], b["rows"]
+    assert b["chosen_by"] == "target_recall" and bands * rows <= num_perm
+    assert b["recall_at_threshold"] == pytest.approx(catch_probability(threshold, bands, rows), abs=1e-6)
+    assert catch_probability(threshold, bands, rows) >= 0.98
+    assert catch_probability(threshold, bands - 1, rows) < 0.98  # not a band more than it needs
+    assert (bands, rows) == least_false_candidates(threshold, num_perm, 0.98)
+
+
+def test_recall_target_is_a_setting():
+    strict = resolve_bands({**VERIFIED, "target_recall": 0.999})
+    assert strict["recall_at_threshold"] >= 0.999 > resolve_bands(VERIFIED)["recall_at_threshold"]
+    with pytest.raises(ConfigError, match="target_recall"):  # 4 permutations cannot reach it at 0.3
+        banding_of({**VERIFIED, "threshold": 0.3, "num_perm": 4})
+
+
+def test_unverified_banding_is_datasketchs():
+    b = resolve_bands({**VERIFIED, "verify": False})
+    assert (b["bands"], b["rows"]) == _optimal_param(0.8, 128, 0.5, 0.5) == (9, 13)
+    assert b["chosen_by"] == "datasketch" and b["recall_at_threshold"] == pytest.approx(0.40, abs=0.01)
+
+
+def test_presets_banding():
+    web = resolve_bands(resolve("web")["dedup"]["near"])
+    assert (web["bands"], web["rows"], web["chosen_by"]) == (17, 7, "target_recall")
+    assert web["recall_at_threshold"] >= 0.98 and web["s_curve"]["0.85"] >= 0.998
+    slimpajama = resolve_bands(resolve("slimpajama")["dedup"]["near"])
+    assert (slimpajama["bands"], slimpajama["rows"], slimpajama["chosen_by"]) == (9, 13, "config")
 
 
 def test_a_giant_bucket_gives_one_edge_per_member():

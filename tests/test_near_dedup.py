@@ -208,3 +208,46 @@ def test_dedup_against_an_earlier_run(ray_session, planted, tmp_path):
     with pytest.raises(Exception, match="MinHash settings"):
         run(config_for([tmp_path / "new"], tmp_path / "run-bad", "dedup.near.ngram=7",
                        f"dedup.near.against=[{tmp_path / 'run-old'}]"))
+
+
+def edited_copy(base: str, lo: float, hi: float, rng: random.Random, vocab: list[str]) -> str | None:
+    """A copy of base with words replaced whose true Jaccard to it lies in [lo, hi), or None."""
+    mid = (lo + hi) / 2
+    rate = 1 - (2 * mid / (1 + mid)) ** (1 / 5)  # a copy keeps about (1 - rate)^5 of the 5-grams
+    for _ in range(50):
+        copy = mutate(base, rate, rng, vocab)
+        if lo <= true_jaccard(base, copy) < hi:
+            return copy
+    return None
+
+
+@pytest.fixture(scope="module")
+def graded(ray_session, tmp_path_factory, c4_docs):
+    """Real pages, each with one edited copy: half the pairs at true Jaccard 0.82-0.88, just above
+    the web preset's threshold (0.8), half at 0.55-0.65; run with the web preset's near-dedup."""
+    rng = random.Random(1)
+    docs = [d["text"] for d in c4_docs if len(d["text"].split()) >= 250][70:150]
+    vocab = sorted({w for d in docs for w in d.split()})
+    records, pairs = [], {"high": [], "low": []}
+    for i, base in enumerate(docs):
+        kind, lo, hi = ("high", 0.82, 0.88) if i % 2 == 0 else ("low", 0.55, 0.65)
+        copy = edited_copy(base, lo, hi, rng, vocab)
+        if copy is not None:
+            records += [{"id": f"page-{i:03d}", "text": base, "source": "crawl"},
+                        {"id": f"page-{i:03d}-copy", "text": copy, "source": "crawl"}]
+            pairs[kind].append((f"page-{i:03d}", f"page-{i:03d}-copy"))
+    root = tmp_path_factory.mktemp("graded")
+    write_jsonl(root / "in" / "pages.jsonl", records)
+    return root / "run", run(config_for([root / "in"], root / "run")), pairs
+
+
+def test_pairs_just_above_the_threshold_are_merged_and_far_pairs_are_not(graded, capsys):
+    out, stats, pairs = graded
+    assert len(pairs["high"]) >= 35 and len(pairs["low"]) >= 35
+    root = survivor_of(out)
+    assert [p for p in pairs["high"] if root(p[0]) != root(p[1])] == []
+    assert [p for p in pairs["low"] if root(p[0]) == root(p[1])] == []
+    banding = stats["near_dedup"]["banding"]
+    assert banding["chosen_by"] == "target_recall" and banding["recall_at_threshold"] >= 0.98
+    assert cli.main(["stats", str(out)]) == 0
+    assert "17 bands x 7 rows (threshold 0.8, expected recall there 0.982" in capsys.readouterr().out
