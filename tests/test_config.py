@@ -43,3 +43,26 @@ def test_fingerprint_ignores_where_and_how_it_runs():
     b = resolve(inputs=["y"], output="o2", address="ray://h:10001")
     assert fingerprint(a) == fingerprint(b)
     assert fingerprint(a) != fingerprint(resolve(overrides=["filters.length.min_chars=1"]))
+
+
+def test_every_filter_setting_is_written_out_and_named_alike():
+    """Each filter's constructor, the config schema and the base preset name the same settings,
+    and the constructors have no defaults: no behaviour hides outside the resolved config."""
+    import inspect
+    import json
+
+    from slimpipe.config import load_preset
+    from slimpipe.schemas import CONFIG_SCHEMA_PATH
+    from slimpipe.stages.filters import FILTERS
+
+    schema = json.loads(CONFIG_SCHEMA_PATH.read_text())["properties"]["filters"]["properties"]
+    preset = load_preset("slimpajama")["filters"]
+    assert set(FILTERS) == set(schema) == set(preset)
+    for name, cls in FILTERS.items():
+        params = dict(inspect.signature(cls.__init__).parameters)
+        params.pop("self")
+        assert {*params, "enabled"} == set(schema[name]["properties"]) == set(schema[name]["required"]), name
+        assert set(preset[name]) == set(schema[name]["properties"]), name
+        assert all(p.default is inspect.Parameter.empty for p in params.values()), name
+    web = resolve("web")
+    assert all(set(web["filters"][name]) == set(preset[name]) for name in FILTERS)
