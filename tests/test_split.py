@@ -1,10 +1,14 @@
 """Train/holdout split and decontamination: unit rules, then end to end on Ray."""
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from slimpipe.config import resolve
+from slimpipe.config import load_preset, resolve
 from slimpipe.runner import run
-from slimpipe.stages.decontaminate import Contaminants, contaminant_hashes, holdout_mask
-from slimpipe.stages.normalize import normalize_text, text_hash
+from slimpipe.stages.decontaminate import (EVAL, HOLDOUT, Contaminants, contaminant_hashes, frequent_ngrams,
+                                           holdout_mask, ngram_doc_freq)
+from slimpipe.stages.minhash import ngram_hashes
+from slimpipe.stages.normalize import normalize_text
 
 from conftest import write_jsonl
 
@@ -19,26 +23,147 @@ def test_holdout_is_deterministic_by_id_and_near_the_ratio():
     assert not holdout_mask(ids, 0.0, 3).any()
 
 
-def _index(texts, ngram):
-    norms = [normalize_text(t) for t in texts]
-    return Contaminants(contaminant_hashes(norms, [text_hash(n) for n in norms], ngram))
+def _index(texts, ngram, origin=EVAL):
+    return Contaminants(contaminant_hashes([normalize_text(t) for t in texts], ngram, origin))
 
 
 def test_exact_and_ngram_contamination(c4_docs):
     eval_text = c4_docs[0]["text"]
     quote = " ".join(eval_text.split()[20:40])
     index = _index([eval_text], 13)
-    check = lambda t: index.check(normalize_text(t), text_hash(normalize_text(t)), 13)  # noqa: E731
-    assert check(eval_text.upper()) == ("decontaminate.exact", 1.0)  # the same once normalised
-    reason, shared = check(c4_docs[5]["text"] + "\n" + quote)
+    check = lambda t, min_shared=1: index.check(normalize_text(t), 13, min_shared)  # noqa: E731
+    assert check(eval_text.upper()) == ("decontaminate.exact", 1.0,  # the same once normalised
+                                        "the same normalised text as a document in the evaluation data")
+    reason, shared, detail = check(c4_docs[5]["text"] + "\n" + quote)
     assert reason == "decontaminate.ngram" and shared == 20 - 13 + 1
+    assert detail.startswith("shares 8 of its ") and detail.endswith(" word 13-grams with the evaluation data")
+    assert check(c4_docs[5]["text"] + "\n" + quote, min_shared=9) is None  # fewer than asked for
     assert check(c4_docs[5]["text"]) is None
     assert check(" ".join(eval_text.split()[20:32])) is None  # 12 words: shorter than one 13-gram
     exact_only = _index([eval_text], 0)
-    assert exact_only.check(normalize_text(quote), text_hash(normalize_text(quote)), 0) is None
+    assert exact_only.check(normalize_text(quote), 0) is None
+    # a text in both the holdout (its n-grams asked for) and the evaluation data: the detail names both
+    both = Contaminants(pa.concat_tables([contaminant_hashes([normalize_text(eval_text)], 13, origin)
+                                          for origin in (HOLDOUT, EVAL)]))
+    assert both.check(normalize_text(eval_text), 13)[2] == (
+        "the same normalised text as a document in the holdout and the evaluation data")
+    assert both.check(normalize_text(quote), 13)[2].endswith(
+        "with the holdout and the evaluation data (8 with the holdout, 8 with the evaluation data)")
 
 
-def test_split_and_decontamination_end_to_end(ray_session, c4_docs, tmp_path):
+# --- a crawl of templated sites -------------------------------------------------------------------
+
+SITES = ("Riverside Gazette", "Maple Hardware", "Coastline Travel")
+
+
+def _template(site: str) -> tuple[str, str]:
+    """A site's header and nav, and its footer and legal lines, as its every page carries them."""
+    head = (f"{site} | Home | News | Reviews | About us | Contact\n"
+            f"Menu: Latest stories, Most popular, Opinion, Newsletter sign-up, Advertise with {site}\n"
+            f"Welcome to {site}, your trusted source for local news, reviews and practical advice since 1998.")
+    foot = (f"Subscribe to the {site} newsletter and get the best of our stories delivered to your inbox every week.\n"
+            f"Copyright 2021 {site} Media Group. All rights reserved. No part of this site may be reproduced "
+            "without our written permission.\n"
+            "This website uses cookies to improve your experience. By continuing to browse the site you are "
+            "agreeing to our use of cookies as described in our privacy policy and terms of service.")
+    return head, foot
+
+
+def _page(site: str, body: str) -> str:
+    """Blank-line paragraphs between the template and the body, as HTML extractions give them."""
+    head, foot = _template(site)
+    return "\n\n".join([head, *[p for p in body.split("\n") if p.strip()], foot])
+
+
+def _templated_crawl(c4_docs, per_site: int) -> list[dict]:
+    bodies = [d["text"] for d in c4_docs if len(d["text"].split()) >= 80]
+    return [{"id": f"{site.split()[0].lower()}-{i}", "site": site, "text": _page(site, bodies[s * per_site + i])}
+            for s, site in enumerate(SITES) for i in range(per_site)]
+
+
+def _words(text: str, start: int, n: int) -> str:
+    return " ".join(text.split()[start:start + n])
+
+
+def test_document_frequency_cap_ignores_template_ngrams(c4_docs):
+    pages = _templated_crawl(c4_docs, per_site=15)
+    # an evaluation item scraped with its site's template, which a page of another site quotes
+    item = _page(SITES[0], c4_docs[590]["text"])
+    copier = _page(SITES[1], c4_docs[591]["text"] + "\n" + _words(c4_docs[590]["text"], 10, 40))
+    index = _index([item], 13)
+    norms = [normalize_text(p["text"]) for p in pages] + [normalize_text(copier)]
+    grams = [ngram_hashes(n, 13) for n in norms]
+    whole = ngram_doc_freq(grams, index.ngrams)
+    # a page counts once however often it repeats an n-gram; n-grams no page contains are left out
+    assert ngram_doc_freq([grams[0], grams[0]], index.ngrams)["docs"].to_pylist() == [2] * len(
+        np.intersect1d(grams[0], index.ngrams))
+    # the quoted words on one page, the site's own template on its 15, the legal lines every site carries on all 46
+    assert set(whole["docs"].to_pylist()) == {1, 15, 46}
+    frequent = frequent_ngrams(whole, 10)["hash"].to_numpy()
+    assert len(frequent) == sum(d > 10 for d in whole["docs"].to_pylist()) > 0
+    # counted in two parts (as the Ray tasks count chunks) and summed per n-gram: the same n-grams
+    parts = pa.concat_tables([ngram_doc_freq(grams[:20], index.ngrams), ngram_doc_freq(grams[20:], index.ngrams)])
+    assert sorted(frequent_ngrams(parts, 10)["hash"].to_pylist()) == sorted(frequent.tolist())
+    assert len(frequent_ngrams(ngram_doc_freq(grams[20:], index.ngrams), 10)) < len(frequent)
+    riverside = [n for n, p in zip(norms, pages) if p["site"] == SITES[0]]
+    # uncapped, every page of the item's site shares its template; capped, only the copier matches
+    assert all(index.check(n, 13) for n in riverside)
+    ignored = index.ignore(frequent)
+    assert ignored == len(frequent) and not np.isin(frequent, index.ngrams).any()
+    assert not any(index.check(n, 13) for n in riverside)
+    assert index.check(normalize_text(copier), 13)[:2] == ("decontaminate.ngram", 40 - 13 + 1)
+    assert index.ignore(frequent) == 0
+
+
+def test_templated_crawl_keeps_holdout_siblings_and_removes_eval_copies(ray_session, c4_docs, tmp_path):
+    ratio = 0.1
+    pages = _templated_crawl(c4_docs, per_site=30)
+    holdout = {p["id"] for p in pages if holdout_mask([p["id"]], ratio, 0)[0]}
+    assert {p["site"] for p in pages if p["id"] in holdout} == set(SITES)  # every site has holdout pages
+    # evaluation items: passages of pages not in the crawl, and one page scraped with a site's template
+    sources = [d["text"] for d in c4_docs[500:] if len(d["text"].split()) >= 120]
+    items = [{"question": _words(sources[i], 20, 45), "answer": f"answer {i}"} for i in range(3)]
+    items.append({"question": _page(SITES[2], sources[3]), "answer": "a whole page"})
+    items.append({"question": sources[4], "answer": "copied whole"})
+    planted = {  # train pages that copy evaluation data: one item embedded in a longer page, or all of it
+        "riverside-copy": _page(SITES[0], sources[10] + "\n" + items[0]["question"]),
+        "maple-copy": _page(SITES[1], sources[11] + "\n" + items[1]["question"] + " " + items[2]["question"]),
+        "quotes-coastline-item": _page(SITES[0], sources[12] + "\n" + _words(sources[3], 30, 40)),
+        "verbatim": sources[4].upper(),
+    }
+    assert not holdout_mask(list(planted), ratio, 0).any()
+    write_jsonl(tmp_path / "in" / "crawl.jsonl", pages + [{"id": i, "text": t} for i, t in planted.items()])
+    write_jsonl(tmp_path / "eval" / "items.jsonl", items)
+    # the web preset's split settings, on the length filter alone (the rule filters are not tested here)
+    sets = [f"split.holdout_ratio={ratio}", "split.eval_text_field=question", f"split.eval_files=[{tmp_path / 'eval'}]"]
+    config = resolve("slimpajama", None, [*sets, "split.ngram=13", "dedup.near.enabled=false"],
+                     [str(tmp_path / "in")], str(tmp_path / "run"))
+    assert config["split"] == resolve("web", None, sets, [str(tmp_path / "in")], str(tmp_path / "run"))["split"]
+    stats = run(config)
+    split = {d["id"]: d["split"] for d in pq.read_table(tmp_path / "run" / "documents").to_pylist()}
+    rejected = {r["id"]: r for r in pq.read_table(tmp_path / "run" / "rejected").to_pylist()}
+    assert set(rejected) == set(planted)
+    # every sibling of a holdout page stays in train: the template they share is not contamination
+    assert {i for i, s in split.items() if s == "train"} == {p["id"] for p in pages} - holdout
+    assert {i for i, s in split.items() if s == "holdout"} == holdout
+    assert {i: r["reason"] for i, r in rejected.items()} == {
+        "riverside-copy": "decontaminate.ngram", "maple-copy": "decontaminate.ngram",
+        "quotes-coastline-item": "decontaminate.ngram", "verbatim": "decontaminate.exact"}
+    grams = lambda i: len(ngram_hashes(normalize_text(items[i]["question"]), 13))  # noqa: E731
+    assert rejected["riverside-copy"]["value"] == grams(0)
+    assert rejected["maple-copy"]["value"] == grams(1) + grams(2)  # both items (not the n-grams across them)
+    assert rejected["riverside-copy"]["detail"].endswith("word 13-grams with the evaluation data")
+    assert rejected["verbatim"]["detail"] == "the same normalised text as a document in the evaluation data"
+    # the whole-page item's template n-grams were on every Coastline page: ignored, and counted
+    assert stats["split"]["ngrams_ignored"] > 0 and stats["split"]["decontaminated"] == len(planted)
+    assert stats["totals"]["decontaminate"]["removed"] == len(planted)
+    assert stats["conservation"]["holds"]
+    # what the old rule (the holdout's 13-grams, no cap) would have done to the same crawl
+    old = _index([p["text"] for p in pages if p["id"] in holdout], 13, HOLDOUT)
+    assert all(old.check(normalize_text(p["text"]), 13) for p in pages if p["id"] not in holdout)
+
+
+def test_holdout_ngrams_when_asked_end_to_end(ray_session, c4_docs, tmp_path):
     docs = [dict(d, id=f"doc-{i}") for i, d in enumerate(c4_docs[:200])]
     held = [d for d in docs if holdout_mask([d["id"]], 0.2, 0)[0]]
     train = [d for d in docs if not holdout_mask([d["id"]], 0.2, 0)[0]]
@@ -49,8 +174,8 @@ def test_split_and_decontamination_end_to_end(ray_session, c4_docs, tmp_path):
     eval_doc = {"question": " ".join(train[50]["text"].split()[10:40])}
     write_jsonl(tmp_path / "in" / "a.jsonl", docs + quoting)
     write_jsonl(tmp_path / "eval" / "eval.jsonl", [eval_doc, {"question": "what is two plus two?"}])
-    config = resolve("slimpajama", None, ["split.holdout_ratio=0.2", "split.ngram=13", "split.eval_text_field=question",
-                                          f"split.eval_files=[{tmp_path / 'eval'}]"],
+    config = resolve("slimpajama", None, ["split.holdout_ratio=0.2", "split.ngram=13", "split.holdout_ngrams=true",
+                                          "split.eval_text_field=question", f"split.eval_files=[{tmp_path / 'eval'}]"],
                      [str(tmp_path / "in")], str(tmp_path / "run"))
     stats = run(config)
     out = pq.read_table(tmp_path / "run" / "documents").to_pylist()
@@ -61,7 +186,22 @@ def test_split_and_decontamination_end_to_end(ray_session, c4_docs, tmp_path):
                 if r["stage"] == "decontaminate"}
     assert {q["id"] for q in quoting} | {train[50]["id"]} == set(rejected)
     assert all(r["reason"] == "decontaminate.ngram" and r["value"] >= 1 for r in rejected.values())
+    assert {r["detail"].rsplit(" with ", 1)[1] for r in rejected.values()} == {"the holdout", "the evaluation data"}
     assert not set(rejected) & set(split)
     assert stats["output"]["holdout_documents"] == sum(s == "holdout" for s in split.values())
     assert stats["totals"]["decontaminate"]["removed"] == len(rejected)
     assert stats["conservation"]["holds"]
+
+
+def test_evaluation_data_found_nowhere(ray_session, c4_docs, tmp_path):
+    """No train document holds an evaluation n-gram: the document-frequency step finds nothing."""
+    write_jsonl(tmp_path / "in" / "a.jsonl", [dict(d, id=f"doc-{i}") for i, d in enumerate(c4_docs[:30])])
+    item = _words(c4_docs[400]["text"], 0, 40)
+    write_jsonl(tmp_path / "eval" / "e.jsonl", [{"text": item}])
+    config = resolve("web", None, [f"split.eval_files=[{tmp_path / 'eval'}]", "dedup.near.enabled=false",
+                                   *(f"filters.{f}.enabled=false" for f in load_preset("web")["filters"])],
+                     [str(tmp_path / "in")], str(tmp_path / "run"))
+    stats = run(config)
+    assert stats["split"]["ngrams"] == len(ngram_hashes(normalize_text(item), 13)) > 0
+    assert stats["split"]["ngrams_ignored"] == 0
+    assert stats["split"]["decontaminated"] == 0 and stats["output"]["documents"] == 30
