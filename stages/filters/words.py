@@ -41,6 +41,7 @@ _WORD = re.compile(rf"""
  (?:https?|ftp)://\S*?(?=[.,;:!?)\]"'”’]*(?:\s|$))|www\.\S*?(?=[.,;:!?)\]"'”’]*(?:\s|$))   # URLs
 |[a-z]{{2,}}+(?:{_END}|(?=\.(?!\w)))(?<!\bvs)(?<!nt)(?<!not)(?<!na)(?<!ta)  # most words: fast path
 |[A-Z][a-z]++{_END}(?<!\bIm)
+|[,!?"“”\]]|\.(?!\.)                                                            # lone marks: fast path
 |\.{{2,}}|…+|[-–—~]{{2,}}                                                        # ellipses, dash runs
 |(?:{_LETTER}\.){{2,}}(?={_LETTER}|[\s)\]"'”’,;:!?]|$)                           # U.S., e.g.
 |(?:{_ABBREVIATIONS})\.(?=[\s)\]"'”’,;:!?]|$)
