@@ -3,10 +3,10 @@
     chunks' kept parts (minus duplicates) -> holdout documents' exact hashes (and n-grams, with
         split.holdout_ngrams)
     evaluation files (read and cleaned like inputs) -> their exact hashes and n-grams
-        -> one task merges them into _work/split/contaminants.parquet
+        -> one task merges them into _work/split/contaminants-ATTEMPT.parquet
     with split.max_ngram_doc_freq: chunks' train documents -> per task, how many of its documents
         contain each contaminant n-gram -> summed per n-gram in partitions of the n-grams (a Ray
-        groupby) -> one task drops those above the cap from the index (_work/split/index.parquet)
+        groupby) -> one task drops those above the cap from the index (_work/split/index-ATTEMPT.parquet)
     chunks' kept parts -> train documents checked against the index -> rejected rows (stage
         decontaminate) and the lines the documents writer leaves out (_work/decontaminated)
 
@@ -15,6 +15,7 @@ All or nothing on resume: an interrupted split is redone whole (it is cheap besi
 from __future__ import annotations
 
 import math
+import uuid
 from functools import lru_cache
 
 import numpy as np
@@ -116,10 +117,15 @@ def _decontaminate_chunks(batch: pa.Table, run_uri: str, work_uri: str, index_ur
     fs, run = resolve(run_uri)
     _, work = resolve(work_uri)
     index = _load_index(index_uri)
-    removed = []
+    removed, spared = [], []
     for chunk, train in _chunk_documents(batch, work_uri, split, holdout=False):
-        hits = [(i, hit) for i, text in enumerate(train["text"].to_pylist())
-                if (hit := index.check(normalize_text(text), split["ngram"], split["min_shared_ngrams"]))]
+        hits, spared_here = [], 0
+        for i, norm in enumerate(map(normalize_text, train["text"].to_pylist())):
+            if hit := index.check(norm, split["ngram"], split["min_shared_ngrams"]):
+                hits.append((i, hit))
+            else:
+                spared_here += index.spared(norm, split["ngram"])
+        spared.append(spared_here)
         if hits:
             reasons, values, details = zip(*(hit for _, hit in hits))
             rows = train.take(pa.array([i for i, _ in hits]))
@@ -134,21 +140,22 @@ def _decontaminate_chunks(batch: pa.Table, run_uri: str, work_uri: str, index_ur
             write_parquet_atomic(fs, join(work, "decontaminated", f"{chunk}.parquet"),
                                  rows.select(["line"]).sort_by("line"))
         removed.append(len(hits))
-    return pa.table({"removed": removed})
+    return pa.table({"removed": removed, "spared_by_cap": spared})
 
 
-def _capped_index(rd: RunDir, items: list[dict], split: dict, ngrams: int, common: dict) -> dict:
+def _capped_index(rd: RunDir, items: list[dict], split: dict, ngrams: int, common: dict, attempt: str) -> dict:
     """Document frequency of the index's n-grams in train, summed per n-gram across chunks in
     partitions of the n-grams (a shuffle); the figures of the index without the frequent ones
-    (_work/split/index.parquet)."""
-    contaminants = rd.uri_of("_work", "split", "contaminants.parquet")
+    (_work/split/index-ATTEMPT.parquet)."""
+    contaminants = rd.uri_of("_work", "split", f"contaminants-{attempt}.parquet")
     partitions = max(1, math.ceil(ngrams / 1_000_000))  # a million n-grams per reducer, times the chunks that hold them
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         _doc_freq_of_chunks, fn_kwargs={"work_uri": rd.uri_of("_work"), "index_uri": contaminants, "split": split,
                                         "partitions": partitions}, **common)
     ds = ds.groupby("partition", num_partitions=partitions).map_groups(
         frequent_ngrams, fn_kwargs={"max_doc_freq": split["max_ngram_doc_freq"]}, batch_format="pyarrow")
-    return ray.get(_cap_index.remote(ds.to_arrow_refs(), contaminants, rd.uri_of("_work", "split", "index.parquet")))
+    capped = rd.uri_of("_work", "split", f"index-{attempt}.parquet")
+    return ray.get(_cap_index.remote(ds.to_arrow_refs(), contaminants, capped))
 
 
 def stage_split(rd: RunDir, chunks, config: dict) -> None:
@@ -187,17 +194,22 @@ def stage_split(rd: RunDir, chunks, config: dict) -> None:
             _eval_contaminants, fn_kwargs={"input_cfg": eval_input, "clean_cfg": config["clean"], "split": split},
             **common)
         tables += ds.to_arrow_refs()
-    index_uri = rd.uri_of("_work", "split", "contaminants.parquet")
+    # Index files named for this attempt: a worker of a long-lived cluster caches the index it read
+    # by its path, and must not reuse one from an earlier attempt of the same run.
+    attempt = uuid.uuid4().hex[:12]
+    index_uri = rd.uri_of("_work", "split", f"contaminants-{attempt}.parquet")
     figures = {**ray.get(_merge_index.remote(tables, index_uri)), "ngrams_ignored": 0}
     if split["max_ngram_doc_freq"] is not None and figures["ngrams"] and items:
-        figures.update(_capped_index(rd, items, split, figures["ngrams"], common))
-        index_uri = rd.uri_of("_work", "split", "index.parquet")
-    removed = 0
+        figures.update(_capped_index(rd, items, split, figures["ngrams"], common, attempt))
+        index_uri = rd.uri_of("_work", "split", f"index-{attempt}.parquet")
+    removed = spared = 0
     if items:
         ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             _decontaminate_chunks, fn_kwargs={"run_uri": rd.uri_of(), "work_uri": rd.uri_of("_work"),
                                               "index_uri": index_uri, "split": split,
                                               "level": config["output"]["compression_level"]}, **common)
-        removed = sum(sum(b["removed"].to_pylist()) for b in ds.iter_batches(batch_size=None, batch_format="pyarrow"))
+        for b in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            removed += sum(b["removed"].to_pylist())
+            spared += sum(b["spared_by_cap"].to_pylist())
     rd.set_stage("split", status="done", holdout_ratio=split["holdout_ratio"], eval_files=len(evals),
-                 decontaminated=removed, **figures)
+                 decontaminated=removed, spared_by_cap=spared, **figures)

@@ -260,7 +260,8 @@ def summary_text(stats: dict) -> str:
     if split.get("ngrams_ignored"):
         lines.append("")
         lines.append(f"decontamination: {split['ngrams']} n-grams checked, {split['ngrams_ignored']} ignored as too "
-                     "common in train (split.max_ngram_doc_freq)")
+                     f"common in train (split.max_ngram_doc_freq); {split.get('spared_by_cap', 0)} train documents "
+                     "shared only ignored n-grams with the evaluation data")
     if "tokens" in stats:
         tok = stats["tokens"]
         lines.append("")

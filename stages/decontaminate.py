@@ -101,17 +101,26 @@ class Contaminants:
         hashes, origins = table["hash"].to_numpy(), table["origin"].to_numpy()
         self.exact, self.exact_origin = _distinct(hashes[kind == "exact"], origins[kind == "exact"])
         self.ngrams, self.ngram_origin = _distinct(hashes[kind == "ngram"], origins[kind == "ngram"])
+        self.ignored = np.unique(hashes[kind == "ignored"])  # dropped by the cap: kept to count what they spare
 
     def table(self) -> pa.Table:
-        return pa.table({"kind": pa.array(["exact"] * len(self.exact) + ["ngram"] * len(self.ngrams), pa.string()),
-                         "hash": pa.array(np.concatenate([self.exact, self.ngrams]), pa.uint64()),
-                         "origin": pa.array(np.concatenate([self.exact_origin, self.ngram_origin]), pa.uint8())})
+        kinds = ["exact"] * len(self.exact) + ["ngram"] * len(self.ngrams) + ["ignored"] * len(self.ignored)
+        return pa.table({"kind": pa.array(kinds, pa.string()),
+                         "hash": pa.array(np.concatenate([self.exact, self.ngrams, self.ignored]), pa.uint64()),
+                         "origin": pa.array(np.concatenate([self.exact_origin, self.ngram_origin,
+                                                            np.zeros(len(self.ignored), np.uint8)]), pa.uint8())})
 
     def ignore(self, frequent: np.ndarray) -> int:
         """Drop these n-grams (too common in train to be evidence); returns how many it held."""
         keep = ~np.isin(self.ngrams, frequent)
+        self.ignored = np.union1d(self.ignored, self.ngrams[~keep])
         self.ngrams, self.ngram_origin = self.ngrams[keep], self.ngram_origin[keep]
         return int(np.count_nonzero(~keep))
+
+    def spared(self, norm_text: str, ngram: int) -> bool:
+        """Whether this text shares n-grams the cap ignored: with no verdict from `check`, a
+        document the cap spared (boilerplate, or an item copied onto many pages)."""
+        return bool(ngram and len(self.ignored) and len(_positions(self.ignored, ngram_hashes(norm_text, ngram))))
 
     def check(self, norm_text: str, ngram: int, min_shared: int = 1) -> tuple[str, float, str] | None:
         """(reason, value, detail) if this train text is contaminated, else None."""

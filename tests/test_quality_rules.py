@@ -50,8 +50,8 @@ def reference_dup(words, n):
 def test_ngram_statistics_match_plain_code(words):
     doc = Doc(" ".join(words))
     for n in range(2, 11):
-        assert doc.top_ngram_chars(n) == reference_top(words, n)
-        assert doc.duplicate_ngram_chars(n) == reference_dup(words, n)
+        top, dup = doc.ngram_repetition((n,), (n,))
+        assert top == [reference_top(words, n)] and dup == [reference_dup(words, n)]
 
 
 def test_real_prose_passes_every_rule(c4_docs):

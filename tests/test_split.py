@@ -94,7 +94,7 @@ def test_document_frequency_cap_ignores_template_ngrams(c4_docs):
     norms = [normalize_text(p["text"]) for p in pages] + [normalize_text(copier)]
     grams = [ngram_hashes(n, 13) for n in norms]
     whole = ngram_doc_freq(grams, index.ngrams)
-    # a page counts once however often it repeats an n-gram; n-grams no page contains are left out
+    # each document counts once per n-gram it holds; n-grams no document holds are left out
     assert ngram_doc_freq([grams[0], grams[0]], index.ngrams)["docs"].to_pylist() == [2] * len(
         np.intersect1d(grams[0], index.ngrams))
     # the quoted words on one page, the site's own template on its 15, the legal lines every site carries on all 46
@@ -111,8 +111,11 @@ def test_document_frequency_cap_ignores_template_ngrams(c4_docs):
     ignored = index.ignore(frequent)
     assert ignored == len(frequent) and not np.isin(frequent, index.ngrams).any()
     assert not any(index.check(n, 13) for n in riverside)
+    assert all(index.spared(n, 13) for n in riverside)  # counted in stats: what the cap let through
     assert index.check(normalize_text(copier), 13)[:2] == ("decontaminate.ngram", 40 - 13 + 1)
     assert index.ignore(frequent) == 0
+    reread = Contaminants(index.table())  # as the workers read it back
+    assert np.array_equal(reread.ignored, index.ignored) and reread.spared(riverside[0], 13)
 
 
 def test_templated_crawl_keeps_holdout_siblings_and_removes_eval_copies(ray_session, c4_docs, tmp_path):
@@ -156,6 +159,7 @@ def test_templated_crawl_keeps_holdout_siblings_and_removes_eval_copies(ray_sess
     assert rejected["verbatim"]["detail"] == "the same normalised text as a document in the evaluation data"
     # the whole-page item's template n-grams were on every Coastline page: ignored, and counted
     assert stats["split"]["ngrams_ignored"] > 0 and stats["split"]["decontaminated"] == len(planted)
+    assert stats["split"]["spared_by_cap"] > 0  # the template siblings of the whole-page eval item
     assert stats["totals"]["decontaminate"]["removed"] == len(planted)
     assert stats["conservation"]["holds"]
     # what the old rule (the holdout's 13-grams, no cap) would have done to the same crawl

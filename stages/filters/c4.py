@@ -43,7 +43,8 @@ class C4Quality(Filter):
         """(the page's rejection or None, the lines kept). Stops early once the page has enough
         sentences, unless a later line could still drop the page or the kept lines are needed."""
         lower = doc.text.lower()
-        page_rules_can_fire = (self.lorem and "lorem ipsum" in lower) or (self.curly and "{" in doc.text)
+        # "lorem" alone: a citation mark may stand between the two words until it is removed
+        page_rules_can_fire = (self.lorem and "lorem" in lower) or (self.curly and "{" in doc.text)
         stop_early = not page_rules_can_fire and not self.remove_bad_lines
         sentences, kept = 0, []
         for line in doc.text.splitlines():

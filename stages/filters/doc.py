@@ -25,7 +25,10 @@ PUNCTUATION = frozenset(string.punctuation + "—”％１〈、━【「」，�
                         + "".join(map(chr, [*range(0, 9), 11, 12, *range(13, 32), *range(127, 160)]))) \
     | TERMINAL_PUNCTUATION
 _SYMBOL_WORD = re.compile("^[" + re.escape("".join(sorted(PUNCTUATION - {"\n"}))) + "]+$", re.M)
-_WORD_WITHOUT_LETTER = re.compile(r"^(?:[^\w\n]|[\d_])+$", re.M)
+# What Python's \w holds besides letters, digits and "_": number signs ("²", "½", "Ⅻ"), which the
+# reference (str.isalpha) does not count as letters.
+_NUMBER_SIGNS = "".join(c for c in map(chr, range(0x110000)) if c.isnumeric() and not c.isdecimal() and not c.isalpha())
+_WORD_WITHOUT_LETTER = re.compile(rf"^(?:[^\w\n]|[\d_{re.escape(_NUMBER_SIGNS)}])+$", re.M)
 # Odd 64-bit multiplier of the rolling n-gram hash (wraps around modulo 2**64).
 _HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
 
@@ -123,12 +126,6 @@ class Doc:
             top, dup = _repetition(ids, cum, np.array(top_ns, np.int64), np.array(dup_ns, np.int64))
             self._repetition_cache[key] = (top.tolist(), dup.tolist())
         return self._repetition_cache[key]
-
-    def top_ngram_chars(self, n: int) -> int:
-        return self.ngram_repetition((n,), ())[0][0]
-
-    def duplicate_ngram_chars(self, n: int) -> int:
-        return self.ngram_repetition((), (n,))[1][0]
 
 
 @nb.njit(cache=True)

@@ -37,28 +37,27 @@ class GopherQuality(Filter):
 
     def check(self, doc: Doc) -> Rejection | None:
         n, chars = doc.content_words
-        if n < self.min_words:
-            return self.reject("too_few_words", n, f"{n} words, under {self.min_words}")
+        text, tokens = doc.text, len(doc.words)  # the ratios below count punctuation as words too
+        if n < self.min_words or not tokens:
+            return self.reject("too_few_words", n, f"{n} words, under {max(1, self.min_words)}")
         if n > self.max_words:
             return self.reject("too_many_words", n, f"{n} words, over {self.max_words}")
-        mean = chars / n
+        mean = chars / n if n else float("nan")  # no mean: the reference's comparisons let it pass
         if mean < self.min_mean:
             return self.reject("short_words", mean, f"mean word length {mean:.2f}, under {self.min_mean}")
         if mean > self.max_mean:
             return self.reject("long_words", mean, f"mean word length {mean:.2f}, over {self.max_mean}")
-        text, tokens = doc.text, len(doc.words)  # the ratios below count punctuation as words too
         ratio = text.count("#") / tokens
         if ratio > self.max_symbol_ratio:
             return self.reject("hash_ratio", ratio, f"{ratio:.3f} '#' per word, over {self.max_symbol_ratio}")
         ratio = (text.count("...") + text.count("…")) / tokens
         if ratio > self.max_symbol_ratio:
             return self.reject("ellipsis_ratio", ratio, f"{ratio:.3f} ellipses per word, over {self.max_symbol_ratio}")
-        lines = doc.lines
-        n_lines = len(doc.text.splitlines()) if self.count_blank_lines else len(lines)
-        ratio = sum(1 for line in lines if line.lstrip().startswith(self.bullets)) / n_lines
+        lines = text.splitlines() if self.count_blank_lines else doc.lines
+        ratio = sum(1 for line in lines if line.lstrip().startswith(self.bullets)) / len(lines)
         if ratio > self.max_bullet_lines:
             return self.reject("bullet_lines", ratio, f"{ratio:.0%} of lines start with a bullet")
-        ratio = sum(1 for line in lines if line.endswith(("...", "…"))) / n_lines
+        ratio = sum(1 for line in lines if line.rstrip().endswith(("...", "…"))) / len(lines)
         if ratio > self.max_ellipsis_lines:
             return self.reject("ellipsis_lines", ratio, f"{ratio:.0%} of lines end with an ellipsis")
         ratio = doc.alpha_words / tokens
