@@ -24,11 +24,27 @@ from slimpipe.stages.filters.words import TERMINAL_PUNCTUATION, words
 PUNCTUATION = frozenset(string.punctuation + "—”％１〈、━【「」，】；“《„’∶´．（–？！：～«〉》）。…►»"
                         + "".join(map(chr, [*range(0, 9), 11, 12, *range(13, 32), *range(127, 160)]))) \
     | TERMINAL_PUNCTUATION
-_SYMBOL_WORD = re.compile("^[" + re.escape("".join(sorted(PUNCTUATION - {"\n"}))) + "]+$", re.M)
+
+
+def _char_class(chars: frozenset[str]) -> str:
+    """A regex character class of runs ("a-z"): one range test each, where single characters
+    would be tested one by one."""
+    codes, parts = sorted(map(ord, chars)), []
+    start = prev = codes[0]
+    for code in [*codes[1:], -1]:
+        if code != prev + 1:
+            parts.append(re.escape(chr(start)) + (f"-{re.escape(chr(prev))}" if prev > start else ""))
+            start = code
+        prev = code
+    return "[" + "".join(parts) + "]"
+
+
+_SYMBOL_WORD = re.compile(f"^{_char_class(PUNCTUATION - {chr(10)})}+$", re.M)
+_WORD_WITHOUT_LETTER = re.compile(r"^(?:[^\w\n]|[\d_])+$", re.M)
 # What Python's \w holds besides letters, digits and "_": number signs ("²", "½", "Ⅻ"), which the
-# reference (str.isalpha) does not count as letters.
-_NUMBER_SIGNS = "".join(c for c in map(chr, range(0x110000)) if c.isnumeric() and not c.isdecimal() and not c.isalpha())
-_WORD_WITHOUT_LETTER = re.compile(rf"^(?:[^\w\n]|[\d_{re.escape(_NUMBER_SIGNS)}])+$", re.M)
+# reference (str.isalpha) does not count as letters. Rare: pages with one are counted word by word.
+_NUMBER_SIGNS = frozenset(c for c in map(chr, range(0x80, 0x110000))
+                          if c.isnumeric() and not c.isdecimal() and not c.isalpha())
 # Odd 64-bit multiplier of the rolling n-gram hash (wraps around modulo 2**64).
 _HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
 
@@ -99,7 +115,9 @@ class Doc:
     @cached_property
     def alpha_words(self) -> int:
         """How many words hold a letter."""
-        return len(self.words) - len(_WORD_WITHOUT_LETTER.findall(self._word_lines))
+        if self.text.isascii() or _NUMBER_SIGNS.isdisjoint(self.text):
+            return len(self.words) - len(_WORD_WITHOUT_LETTER.findall(self._word_lines))
+        return sum(any(c.isalpha() for c in word) for word in self.words)
 
     @cached_property
     def _ngram_base(self) -> tuple[np.ndarray, np.ndarray]:
