@@ -8,14 +8,15 @@ import sys
 from pathlib import Path
 
 from slimpipe import __version__
-from slimpipe.config import ConfigError, preset_names, resolve
+from slimpipe.errors import ConfigError
+from slimpipe.config import preset_names, resolve
 
 SAMPLE_DIR = Path(__file__).with_name("sample")
 
 
 def _cmd_run(args) -> int:
-    from slimpipe.rundir import RunConflict
-    from slimpipe.runner import ConservationError, run
+    from slimpipe.errors import ConservationError, RunConflict
+    from slimpipe.runner import run
     from slimpipe.stats import summary_text
 
     inputs = args.input or ([str(SAMPLE_DIR)] if not args.config else None)
@@ -36,7 +37,7 @@ def _cmd_run(args) -> int:
 
 
 def _load_stats(run_dir: str) -> dict:
-    from slimpipe.storage import read_json, resolve as resolve_path
+    from slimpipe.io.fs import read_json, resolve as resolve_path
 
     fs, path = resolve_path(run_dir)
     try:
@@ -90,7 +91,7 @@ def _cmd_train_quality(args) -> int:
 
 def _later_step(fn, *args, **kwargs) -> int:
     """Run a step after `slimpipe run`; its known failures are messages, not tracebacks."""
-    from slimpipe.rundir import RunConflict
+    from slimpipe.errors import RunConflict
     from slimpipe.stages.tokenize import TokenizerError
 
     try:

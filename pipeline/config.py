@@ -11,13 +11,10 @@ import jsonschema
 import yaml
 
 from slimpipe.schemas import CONFIG_SCHEMA_PATH
+from slimpipe.errors import ConfigError
 
 PRESET_DIR = Path(__file__).with_name("presets")
 DEFAULT_PRESET = "web"
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message names the offending key."""
 
 
 def preset_names() -> list[str]:

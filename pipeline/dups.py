@@ -9,10 +9,10 @@ import difflib
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from slimpipe.config import ConfigError
+from slimpipe.errors import ConfigError
 from slimpipe.stages.minhash import MinHashParams, jaccard, shingle_set
 from slimpipe.stages.normalize import normalize_text
-from slimpipe.storage import exists, join, read_json, resolve
+from slimpipe.io.fs import exists, join, read_json, resolve
 
 CONTEXT_WORDS = 8
 MAX_CHANGES = 12

@@ -11,10 +11,12 @@ import time
 
 import ray
 
-from slimpipe.config import ConfigError, later_config
-from slimpipe.rundir import RunConflict, RunDir
+from slimpipe.errors import ConfigError
+from slimpipe.config import later_config
+from slimpipe.errors import RunConflict
+from slimpipe.rundir import RunDir
 from slimpipe.stages.export import FORMATS, SPLITS, ExportStage, megatron_dtype
-from slimpipe.storage import exists, join, list_files, read_json, resolve, write_json_atomic
+from slimpipe.io.fs import exists, join, list_files, read_json, resolve, write_json_atomic
 
 log = logging.getLogger("slimpipe")
 

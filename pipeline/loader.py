@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from slimpipe.storage import join, read_arrow_stream, read_json, read_own_files, resolve
+from slimpipe.io.fs import join, read_arrow_stream, read_json, resolve
+from slimpipe.stages.datasource import read_own_files
 
 BATCH_COLUMNS = ["input_ids", "position_ids", "labels", "cu_seqlens"]
 

@@ -22,15 +22,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
-from slimpipe.config import ConfigError
+from slimpipe.errors import ConfigError
 from slimpipe.rundir import RunDir
 from slimpipe.stages.lsh import band_rows, bucket_edges, resolve_bands
 from slimpipe.stages.minhash import MinHashParams
 from slimpipe.stages.near_dedup import (attach_texts, choose_survivors, components, node_numbers, part_of,
                                         row_of, verify)
 from slimpipe.stages.write import removed_lines
-from slimpipe.storage import (exists, join, list_files, read_json, read_own_files, resolve,
-                              write_json_atomic, write_parquet_atomic)
+from slimpipe.io.fs import exists, join, list_files, read_json, resolve, write_json_atomic, write_parquet_atomic
+from slimpipe.stages.datasource import read_own_files
 
 STEPS = ("lsh", "verify", "components", "survivors")
 MEMBER_COLUMNS = ["id", "source", "bytes_clean", "file", "line", "chunk", "minhash"]

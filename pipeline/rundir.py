@@ -11,9 +11,9 @@ import pyarrow as pa
 
 from slimpipe import __version__
 from slimpipe.config import fingerprint
-from slimpipe.inputs import Chunk
-from slimpipe.storage import (exists, join, list_files, read_json, remove_stale_tmp, resolve,
-                              write_json_atomic)
+from slimpipe.io.inputs import Chunk
+from slimpipe.io.fs import exists, join, list_files, read_json, remove_stale_tmp, resolve, write_json_atomic
+from slimpipe.errors import RunConflict
 
 _PART = re.compile(r"^(\d+)-(\d+)-(\d+)-(\d+)\.parquet$")  # first line, rows, kept rows, kept bytes
 
@@ -22,10 +22,6 @@ class KeptPart(NamedTuple):
     first_line: int
     rows: int
     text_bytes: int
-
-
-class RunConflict(RuntimeError):
-    """The run directory holds a run with another config or input."""
 
 
 class RunDir:

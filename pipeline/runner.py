@@ -19,8 +19,8 @@ import pyarrow as pa
 import ray
 from ray.data.context import ShuffleStrategy
 
-from slimpipe import inputs as inputs_mod
-from slimpipe.config import ConfigError
+from slimpipe.io import inputs as inputs_mod
+from slimpipe.errors import ConfigError, ConservationError
 from slimpipe.near import banding_of, reference_parts, stage_near_dedup
 from slimpipe.rundir import RunDir
 from slimpipe.split import stage_split
@@ -32,14 +32,10 @@ from slimpipe.stages.normalize import Normalizer
 from slimpipe.stages.read import read_dataset
 from slimpipe.stages.write import PartWriter, plan_shards, write_document_shard
 from slimpipe.stats import collect_stats, write_reports
-from slimpipe.storage import (exists, join, read_json, read_own_files, resolve, write_json_atomic,
-                              write_parquet_atomic)
+from slimpipe.io.fs import exists, join, read_json, resolve, write_json_atomic, write_parquet_atomic
+from slimpipe.stages.datasource import read_own_files
 
 log = logging.getLogger("slimpipe")
-
-
-class ConservationError(RuntimeError):
-    """Records went missing or were counted twice: the run's output cannot be trusted."""
 
 
 def init_ray(ray_cfg: dict) -> bool:

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
-from slimpipe import inputs as inputs_mod
+from slimpipe.io import inputs as inputs_mod
 from slimpipe.rundir import RunDir
 from slimpipe.stages.clean import Cleaner
 from slimpipe.stages.decontaminate import (EVAL, HOLDOUT, Contaminants, contaminant_hashes, frequent_ngrams,
@@ -33,7 +33,7 @@ from slimpipe.stages.minhash import ngram_hashes
 from slimpipe.stages.normalize import normalize_text
 from slimpipe.stages.read import read_chunk
 from slimpipe.stages.write import DUPSET_DIRS, rejected_rows, removed_lines
-from slimpipe.storage import join, list_files, resolve, write_parquet_atomic
+from slimpipe.io.fs import join, list_files, resolve, write_parquet_atomic
 
 PART_COLUMNS = ["id", "text", "source", "url", "meta", "file", "line", "chunk", "bytes_read", "utf8_repaired",
                 "language", "language_score", "quality_score"]

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
-from slimpipe.storage import join, read_json, resolve, write_bytes_atomic, write_json_atomic
+from slimpipe.io.fs import join, read_json, resolve, write_bytes_atomic, write_json_atomic
 
 
 def _kept_columns(t: pa.Table) -> pa.Table:

@@ -11,10 +11,11 @@ import os
 import ray
 
 from slimpipe.config import later_config
-from slimpipe.rundir import RunConflict, RunDir
+from slimpipe.errors import RunConflict
+from slimpipe.rundir import RunDir
 from slimpipe.stages.tokenize import (TokenizeStage, TokenizerError, load_model, model_sha256,
                                       plan_units, read_model, special_ids, token_type)
-from slimpipe.storage import exists, join, list_files, read_json, write_bytes_atomic, write_json_atomic
+from slimpipe.io.fs import exists, join, list_files, read_json, write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger("slimpipe")
 

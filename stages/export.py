@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from slimpipe.stages.pack import materialize_numpy, materialize_torch, packed_table, plan
-from slimpipe.storage import (join, read_arrow_stream, resolve, write_arrow_stream_atomic, write_bytes_atomic,
-                              write_json_atomic)
+from slimpipe.io.fs import (join, read_arrow_stream, resolve, write_arrow_stream_atomic, write_bytes_atomic,
+    write_json_atomic)
 
 log = logging.getLogger("slimpipe")
 

@@ -21,9 +21,9 @@ import zstandard
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
-from slimpipe.inputs import Chunk
+from slimpipe.io.inputs import Chunk
 from slimpipe.schemas import RECORD
-from slimpipe.storage import join, resolve, write_json_atomic
+from slimpipe.io.fs import join, resolve, write_json_atomic
 
 READ_BLOCK = 4 << 20
 MAX_BATCH_ROWS = 32768

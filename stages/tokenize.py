@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from slimpipe.schemas import tokens_schema
-from slimpipe.storage import join, resolve, write_arrow_stream_atomic, write_json_atomic
+from slimpipe.io.fs import join, resolve, write_arrow_stream_atomic, write_json_atomic
 
 DOCUMENT_COLUMNS = ["id", "source", "split", "text"]
 

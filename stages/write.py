@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from slimpipe.schemas import DOCUMENT, RECORD, REJECTED
 from slimpipe.stages.decontaminate import split_names
-from slimpipe.storage import exists, join, resolve, write_parquet_atomic
+from slimpipe.io.fs import exists, join, resolve, write_parquet_atomic
 
 # per chunk, the lines that exact dedup, near dedup and decontamination removed
 DUPSET_DIRS = ("dupsets", "near_dupsets", "decontaminated")

@@ -1,6 +1,7 @@
 import pytest
 
-from slimpipe.config import ConfigError, fingerprint, parse_override, preset_names, resolve
+from slimpipe.errors import ConfigError
+from slimpipe.config import fingerprint, parse_override, preset_names, resolve
 
 
 def test_presets_resolve_and_validate():

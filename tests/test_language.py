@@ -8,7 +8,8 @@ import pytest
 
 from conftest import filter_settings, make_filter
 
-from slimpipe.config import ConfigError, resolve
+from slimpipe.errors import ConfigError
+from slimpipe.config import resolve
 from slimpipe.schemas import RECORD
 from slimpipe.stages.filters import FilterStage
 from slimpipe.stages.filters.doc import Doc

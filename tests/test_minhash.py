@@ -7,7 +7,8 @@ from datasketch.lsh import _optimal_param
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slimpipe.config import ConfigError, resolve
+from slimpipe.errors import ConfigError
+from slimpipe.config import resolve
 from slimpipe.near import banding_of
 from slimpipe.stages.lsh import bucket_edges, catch_probability, optimal_bands_rows, resolve_bands
 from slimpipe.stages.minhash import (MinHashParams, Signer, datasketch_minhash, hash32, jaccard, shingle_set,
@@ -229,7 +230,8 @@ def test_torch_path_gives_the_same_signatures(texts, params):
 
 def test_gpu_device_without_a_gpu_is_a_clear_error(ray_session, tmp_path, c4_docs):
     from conftest import write_jsonl
-    from slimpipe.config import ConfigError, resolve
+    from slimpipe.errors import ConfigError
+    from slimpipe.config import resolve
     from slimpipe.runner import run
 
     if ray_session.cluster_resources().get("GPU"):

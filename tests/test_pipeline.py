@@ -12,7 +12,7 @@ import zstandard
 
 from slimpipe import cli
 from slimpipe.config import resolve
-from slimpipe.rundir import RunConflict
+from slimpipe.errors import RunConflict
 from slimpipe.runner import run
 
 from conftest import make_corpus, write_jsonl

@@ -6,7 +6,7 @@ import random
 import pytest
 
 from slimpipe import cli
-from slimpipe.config import ConfigError
+from slimpipe.errors import ConfigError
 from slimpipe.stages.filters import FilterStage
 from slimpipe.stages.filters.doc import Doc
 

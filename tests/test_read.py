@@ -5,8 +5,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from slimpipe.config import ConfigError, load_preset
-from slimpipe.inputs import byte_ranges, count_newlines_in_range, discover, plan_chunks
+from slimpipe.errors import ConfigError
+from slimpipe.config import load_preset
+from slimpipe.io.inputs import byte_ranges, count_newlines_in_range, discover, plan_chunks
 from slimpipe.stages.read import read_chunk
 
 from conftest import write_jsonl

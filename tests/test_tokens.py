@@ -13,7 +13,7 @@ import pytest
 from slimpipe.cli import main as cli_main
 from slimpipe.config import resolve
 from slimpipe.export import export
-from slimpipe.rundir import RunConflict
+from slimpipe.errors import RunConflict
 from slimpipe.runner import run
 from slimpipe.stages.export import megatron_dtype
 from slimpipe.stages.tokenize import Encoder, TokenizerError, token_type

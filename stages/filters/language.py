@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from importlib.resources import files
 
-from slimpipe.config import ConfigError
+from slimpipe.errors import ConfigError
 from slimpipe.stages.filters.base import Filter, Rejection
 from slimpipe.stages.filters.doc import Doc
 

@@ -8,7 +8,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 
-from slimpipe.config import ConfigError
+from slimpipe.errors import ConfigError
 from slimpipe.stages.filters.base import Filter, Rejection
 from slimpipe.stages.filters.doc import Doc
 from slimpipe.stages.filters.language import load_model
@@ -42,7 +42,7 @@ class QualityFilter(Filter):
 def _examples(paths: list[str], text_field: str) -> Iterator[str]:
     """Texts of the example files (JSONL, plain or compressed, and Parquet), streamed."""
     from slimpipe.config import load_preset
-    from slimpipe.inputs import count_newlines_in_range, discover, plan_chunks
+    from slimpipe.io.inputs import count_newlines_in_range, discover, plan_chunks
     from slimpipe.stages.read import read_chunk
 
     read_cfg = {**load_preset("slimpajama")["input"], "text_field": text_field}

@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from slimpipe.config import ConfigError
-from slimpipe.storage import resolve
+from slimpipe.errors import ConfigError
+from slimpipe.io.fs import resolve
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
