@@ -10,6 +10,7 @@ from pathlib import Path
 from slimpipe import __version__
 from slimpipe.errors import ConfigError
 from slimpipe.config import preset_names, resolve
+from slimpipe.stages.export import FORMATS
 
 SAMPLE_DIR = Path(__file__).with_name("sample")
 
@@ -76,12 +77,12 @@ def _cmd_dups(args) -> int:
 
 
 def _cmd_train_quality(args) -> int:
-    from slimpipe.stages.filters.quality import train
+    from slimpipe.quality import train_quality
 
     try:
-        result = train(args.positive, args.negative, args.output, text_field=args.text_field,
-                       holdout=args.holdout, epoch=args.epoch, lr=args.lr, word_ngrams=args.word_ngrams,
-                       dim=args.dim, seed=args.seed)
+        result = train_quality(args.positive, args.negative, args.output, text_field=args.text_field,
+                               holdout=args.holdout, epoch=args.epoch, lr=args.lr, word_ngrams=args.word_ngrams,
+                               dim=args.dim, seed=args.seed)
     except ConfigError as exc:
         print(f"slimpipe: error: {exc}", file=sys.stderr)
         return 2
@@ -187,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="export RUN/tokens as training shards")
     e.add_argument("run")
-    e.add_argument("--format", required=True, choices=["megatron", "arrow"])
+    e.add_argument("--format", required=True, choices=list(FORMATS))
     e.add_argument("--out", metavar="DIR", help="an empty folder (default: RUN/export/FORMAT)")
     e.add_argument("--seq-len", type=int, metavar="N", help="sequence length of packed Arrow (pack.seq_len)")
     e.add_argument("--method", choices=["bfd", "concat"], help="packing method (pack.method)")

@@ -4,23 +4,19 @@ holds only an unfinished export with the same settings is carried on, any other 
 folder is refused."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import time
 
 import ray
 
-from slimpipe.errors import ConfigError
 from slimpipe.config import later_config
-from slimpipe.errors import RunConflict
-from slimpipe.rundir import RunDir
-from slimpipe.stages.export import FORMATS, SPLITS, ExportStage, megatron_dtype
-from slimpipe.io.fs import exists, join, list_files, read_json, resolve, write_json_atomic
+from slimpipe.errors import ConfigError, RunConflict
+from slimpipe.io.fs import exists, list_files, read_json, write_json_atomic
+from slimpipe.rundir import EXPORT, ExportDir, RunDir
+from slimpipe.stages.export import FORMATS, SPLITS, ExportFormat, export_groups
 
 log = logging.getLogger("slimpipe")
-
-STATE_FILE = ".export.json"
 
 
 def export(run_uri: str, fmt: str, out_uri: str | None = None, overrides: list[str] | None = None,
@@ -30,6 +26,7 @@ def export(run_uri: str, fmt: str, out_uri: str | None = None, overrides: list[s
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    fmt_cls = FORMATS[fmt]
     rd = RunDir(run_uri)
     state = rd.load_finished()
     tok = state["stages"].get("tokenize", {})
@@ -37,40 +34,29 @@ def export(run_uri: str, fmt: str, out_uri: str | None = None, overrides: list[s
         raise RunConflict(f"{run_uri} has no finished tokens: run `slimpipe tokenize {run_uri}` first")
     config = later_config(state["config"], overrides)
     pack = config["pack"]
-    out_uri = out_uri or rd.uri_of("export", fmt)
-    settings = {"format": fmt, "seq_len": pack["seq_len"] if fmt == "arrow" else None,
-                "method": pack["method"] if fmt == "arrow" else None, "seed": pack["seed"],
+    out = ExportDir(out_uri or rd.uri_of(EXPORT, fmt))
+    settings = {"format": fmt, "seq_len": None, "method": None, "seed": pack["seed"],
                 "tokenizer_sha256": tok["model_sha256"], "pad_id": _pad_id(tok),
-                "megatron_dtype": megatron_dtype(tok["vocab_size"]).name}
-    fs, out = resolve(out_uri)
-    _claim(fs, out, out_uri, settings)
+                **fmt_cls.settings_of(pack, tok["vocab_size"])}
+    _claim(out, settings)
 
-    groups = [i.base_name.removesuffix(".arrow") for i in list_files(rd.fs, join(rd.path, "tokens"))
-              if i.base_name.endswith(".arrow")]
-    done = {i.base_name.removesuffix(".json") for i in list_files(fs, join(out, ".work")) if i.base_name.endswith(".json")}
-    todo = [g for g in groups if g not in done]
+    groups = rd.tokens_names()
+    done = out.done.done()
+    todo = [{"group": g, "tokens": rd.tokens_uri(g),
+             "outputs": [{"split": s, "prefix": out.shard_prefix(s, g)} for s in SPLITS]}
+            for g in groups if g not in done]
     t0 = time.time()
     if todo:
-        ray_cfg = dict(config["ray"], address=address or config["ray"].get("address"))
-        started = init_ray(ray_cfg)
+        started = init_ray(dict(config["ray"], address=address or config["ray"].get("address")))
         try:
-            device = _device(pack["device"], fmt)
-            stage = dict(settings, device=device)
-            ds = ray.data.from_items([{"path": rd.uri_of("tokens", f"{g}.arrow")} for g in todo],
-                                     override_num_blocks=len(todo))
-            workers = int(ray.cluster_resources().get("GPU" if device == "cuda" else "CPU", 1))
-            ds = ds.map_batches(ExportStage, batch_size=1, fn_constructor_kwargs={"settings": stage, "out_uri": out_uri},
-                                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(workers, len(todo)))),
-                                **({"num_gpus": 1} if device == "cuda" else {"num_cpus": 1}))
-            for _ in ds.iter_rows():
-                pass
+            for row in export_groups(todo, fmt, settings, pack["device"]):
+                out.done.write(row["group"], _group_record(row, fmt_cls))
         finally:
             if started:
                 ray.shutdown()
-    groups_done = [read_json(fs, join(out, ".work", f"{g}.json")) for g in groups]
-    manifest = _manifest(settings, groups_done, rd, state, tok)
+    manifest = _manifest(settings, [out.done.read(g) for g in groups], fmt_cls, rd, state, tok)
     manifest["seconds"] = round(time.time() - t0, 3)
-    write_json_atomic(fs, join(out, "manifest.json"), manifest)
+    write_json_atomic(out.fs, out.manifest, manifest)
     return manifest
 
 
@@ -79,57 +65,57 @@ def _pad_id(tok: dict) -> int:
     return next(i for i in (ids["pad"], ids["eos"], 0) if i >= 0)
 
 
-def _device(setting: str, fmt: str) -> str:
-    """Where packing runs: the GPU path when the cluster has a GPU (auto) or it is asked for."""
-    if fmt != "arrow":
-        return "cpu"  # a Megatron export moves bytes; there is nothing to compute
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if setting == "cuda" and not gpus:
-        raise ConfigError("pack.device is cuda but the Ray cluster has no GPU")
-    if setting == "auto" and gpus and importlib.util.find_spec("torch") is None:
-        log.warning("export: the cluster has a GPU but torch is not installed (the gpu extra); packing on the CPU")
-        return "cpu"
-    return "cuda" if setting == "cuda" or (setting == "auto" and gpus) else "cpu"
-
-
-def _claim(fs, out: str, out_uri: str, settings: dict) -> None:
-    """Refuse a non-empty folder unless it holds an unfinished export with the same settings."""
-    state_path = join(out, STATE_FILE)
-    if list_files(fs, out, recursive=True):
-        if exists(fs, join(out, "manifest.json")):
-            raise RunConflict(f"{out_uri} already holds a finished export; choose an empty folder")
-        if not exists(fs, state_path):
-            raise RunConflict(f"{out_uri} is not empty and holds no slimpipe export; choose an empty folder")
-        previous = read_json(fs, state_path)
-        if previous != settings:
-            raise RunConflict(f"{out_uri} holds an unfinished export with other settings "
-                              f"({json.dumps(previous, sort_keys=True)}); choose an empty folder")
-        log.info("export: resuming the unfinished export in %s", out_uri)
-    write_json_atomic(fs, state_path, settings)
-
-
-def _manifest(settings: dict, groups: list[dict], rd: RunDir, state: dict, tok: dict) -> dict:
+def _group_record(row: dict, fmt_cls: type[ExportFormat]) -> dict:
+    """A finished group's EXPORT_DONE row as its completion record: per split, its counts and
+    the file the manifest names."""
     splits = {}
+    for s in row["splits"]:
+        record = {"documents": s["documents"], "empty": s["empty"], "tokens": s["tokens"],
+                  "sources": dict(s["sources"]), **dict(s["counters"])}
+        if s["documents"]:  # a split without documents writes no file
+            record["file"] = ExportDir.shard_name(s["split"], row["group"]) + fmt_cls.suffix
+        splits[s["split"]] = record
+    return {"group": row["group"], "splits": splits}
+
+
+def _claim(out: ExportDir, settings: dict) -> None:
+    """Refuse a non-empty folder unless it holds an unfinished export with the same settings."""
+    if list_files(out.fs, out.path, recursive=True):
+        if exists(out.fs, out.manifest):
+            raise RunConflict(f"{out.uri} already holds a finished export; choose an empty folder")
+        if not exists(out.fs, out.state):
+            raise RunConflict(f"{out.uri} is not empty and holds no slimpipe export; choose an empty folder")
+        previous = read_json(out.fs, out.state)
+        if previous != settings:
+            raise RunConflict(f"{out.uri} holds an unfinished export with other settings "
+                              f"({json.dumps(previous, sort_keys=True)}); choose an empty folder")
+        log.info("export: resuming the unfinished export in %s", out.uri)
+    write_json_atomic(out.fs, out.state, settings)
+
+
+def _manifest(settings: dict, groups: list[dict], fmt_cls: type[ExportFormat], rd: RunDir, state: dict,
+              tok: dict) -> dict:
+    groups = sorted(groups, key=lambda g: g["group"])
+    splits = {}
+    shards = {}
     for split in SPLITS:
-        acc = {"documents": 0, "empty_skipped": 0, "tokens": 0, "files": [], "sources": {}}
-        if settings["format"] == "arrow":
-            acc.update(sequences=0, padding_tokens=0, documents_split=0, documents_over_seq_len=0)
-        for g in sorted(groups, key=lambda g: g["group"]):
+        acc = {"documents": 0, "empty_skipped": 0, "tokens": 0, "files": [], "sources": {},
+               **dict.fromkeys(fmt_cls.counters, 0)}
+        written = [g["splits"][split] for g in groups if g["splits"][split]["documents"]]
+        for g in groups:
             c = g["splits"][split]
             acc["documents"] += c["documents"]
             acc["empty_skipped"] += c["empty"]
             for source, n in c["sources"].items():
                 acc["sources"][source] = acc["sources"].get(source, 0) + n
-            if c["documents"]:
-                acc["tokens"] += c["tokens"]
-                acc["files"].append(c["file"])
-                if settings["format"] == "arrow":
-                    acc["sequences"] += c["sequences"]
-                    acc["padding_tokens"] += c["padding"]
-                    acc["documents_split"] += c["documents_split"]
-                    acc["documents_over_seq_len"] += c["documents_over_seq_len"]
+        for c in written:
+            acc["tokens"] += c["tokens"]
+            acc["files"].append(c["file"])
+            for key in fmt_cls.counters:
+                acc[key] += c[key]
         splits[split] = acc
-    manifest = {
+        shards[split] = [(c["file"], c["tokens"]) for c in written]
+    return {
         **{k: settings[k] for k in ("format", "seq_len", "method", "seed")},
         "tokenizer": {"sha256": settings["tokenizer_sha256"], "vocab_size": tok["vocab_size"],
                       "model": tok["model"], "bos": tok["bos"], "eos": tok["eos"], "special_ids": tok["special_ids"],
@@ -138,12 +124,5 @@ def _manifest(settings: dict, groups: list[dict], rd: RunDir, state: dict, tok: 
                        "input_fingerprint": state["input_fingerprint"]},
         "splits": splits,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **fmt_cls.manifest_entries(settings, shards),
     }
-    if settings["format"] == "megatron":
-        manifest["dtype"] = settings["megatron_dtype"]
-        # ready for Megatron's --data-path: weight (tokens) and prefix, per file
-        manifest["megatron_data_path"] = {
-            split: " ".join(f"{c['tokens']} {c['file']}" for c in
-                            (g["splits"][split] for g in sorted(groups, key=lambda g: g["group"])) if c["documents"])
-            for split in SPLITS}
-    return manifest

@@ -5,9 +5,12 @@ from __future__ import annotations
 import platform
 import re
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 from slimpipe import __version__
 from slimpipe.config import fingerprint
@@ -15,7 +18,36 @@ from slimpipe.io.inputs import Chunk
 from slimpipe.io.fs import exists, join, list_files, read_json, remove_stale_tmp, resolve, write_json_atomic
 from slimpipe.errors import RunConflict
 
+def _record_chunk_read(work_uri: str, chunk: Chunk, records: int) -> None:
+    fs, work = resolve(work_uri)
+    write_json_atomic(fs, join(work, "chunks", f"{chunk.key}.json"), {"chunk": chunk.to_dict(), "records": records})
+
+
 _PART = re.compile(r"^(\d+)-(\d+)-(\d+)-(\d+)\.parquet$")  # first line, rows, kept rows, kept bytes
+
+# the split's work, as parts of paths under the run directory; an unfinished split is redone whole
+SPLIT_WORK = ("_work", "split")  # NAME-ATTEMPT.parquet: the contaminant index files of one attempt
+DECONTAMINATED = ("_work", "decontaminated")  # CHUNK.parquet: the lines of a chunk decontamination removed
+
+
+# near-dedup's work, as parts of paths under the run directory; a step's output found here but not
+# recorded as done in run.json is cleared and redone whole
+NEAR_WORK = ("_work", "near")
+NEAR_PARTS = (*NEAR_WORK, "parts.json")  # the parts in node order, fixed at the first attempt
+NEAR_EDGES = (*NEAR_WORK, "edges")  # LSH candidate edges
+NEAR_VERIFIED = (*NEAR_WORK, "verified")  # the candidate edges that verified
+NEAR_COMPONENTS = (*NEAR_WORK, "components.parquet")  # (node, component)
+NEAR_DUPSETS = ("_work", "near_dupsets")  # CHUNK.parquet: the lines of a chunk near-dedup removed
+NEAR_PREFIX = "near-"  # near-dedup's files among duplicates/ and clusters/
+
+# tokenize's files, as parts of paths under the run directory
+DOCUMENTS = "documents"
+STATS = "stats.json"
+TOKENIZER_MODEL = ("tokenizer", "tokenizer.model")
+TOKENIZER_INFO = ("tokenizer", "tokenizer.json")  # what the model was trained on and its checksum
+TOKENS = "tokens"  # UNIT.arrow
+TOKENS_DONE = ("_work", "tokens")  # UNIT.json: a finished tokenize unit's counts
+EXPORT = "export"  # FORMAT/: the default export folder of each format
 
 
 class KeptPart(NamedTuple):
@@ -33,8 +65,7 @@ class RunDir:
 
     def uri_of(self, *parts: str) -> str:
         """A child path as the URI that workers resolve again."""
-        base = self.uri.rstrip("/") if "://" in self.uri else self.path
-        return join(base, *parts)
+        return _uri_of(self.uri, self.path, *parts)
 
     # --- run.json ---------------------------------------------------------------------------
 
@@ -102,6 +133,10 @@ class RunDir:
 
     def save_plan(self, chunks: list[Chunk]) -> None:
         write_json_atomic(self.fs, join(self.work, "plan.json"), {"chunks": [c.to_dict() for c in chunks]})
+
+    def chunk_read_recorder(self) -> Callable[[Chunk, int], None]:
+        """What the read stage calls in its tasks once a chunk is read to its end."""
+        return partial(_record_chunk_read, self.uri_of("_work"))
 
     def chunk_records(self) -> dict[str, int]:
         """Records read per chunk, for chunks whose read finished."""
@@ -176,6 +211,95 @@ class RunDir:
 
     def files(self, sub: str) -> list[str]:
         return [i.path for i in list_files(self.fs, join(self.path, sub)) if i.base_name.endswith(".parquet")]
+
+    # --- split and decontamination ----------------------------------------------------------
+
+    def split_index_uri(self, name: str, attempt: str) -> str:
+        """_work/split/NAME-ATTEMPT.parquet: an index file of one attempt at the split."""
+        return self.uri_of(*SPLIT_WORK, f"{name}-{attempt}.parquet")
+
+    def decontaminated_uri(self) -> str:
+        return self.uri_of(*DECONTAMINATED)
+
+    def clear_split(self, reject_stage: str) -> None:
+        """Forget an earlier attempt at the split: its rejected files (REJECT_STAGE-CHUNK.parquet), the
+        lines it removed and its index files."""
+        for info in list_files(self.fs, join(self.path, "rejected")):
+            if info.base_name.startswith(f"{reject_stage}-"):
+                self.fs.delete_file(info.path)
+        self.clear(*DECONTAMINATED)
+        self.clear(*SPLIT_WORK)
+
+    # --- near-dedup -------------------------------------------------------------------------
+
+    def clear_near_outputs(self) -> None:
+        """Forget an unfinished survivors step: its duplicates and clusters files, the lines it removed."""
+        for path in self.files("duplicates") + self.files("clusters"):
+            if path.rsplit("/", 1)[-1].startswith(NEAR_PREFIX):
+                self.fs.delete_file(path)
+        self.clear(*NEAR_DUPSETS)
+
+    # --- tokenizer and tokens ---------------------------------------------------------------
+
+    def has_tokenizer(self) -> bool:
+        return exists(self.fs, join(self.path, *TOKENIZER_MODEL))
+
+    def document_uris(self) -> list[str]:
+        return [self.uri_of(DOCUMENTS, path.rsplit("/", 1)[-1]) for path in self.files(DOCUMENTS)]
+
+    def tokens_uri(self, unit: str) -> str:
+        return self.uri_of(TOKENS, f"{unit}.arrow")
+
+    def tokens_names(self) -> list[str]:
+        """The units (groups, to export) that have a tokens file."""
+        return [i.base_name.removesuffix(".arrow") for i in list_files(self.fs, join(self.path, TOKENS))
+                if i.base_name.endswith(".arrow")]
+
+    def tokens_done(self) -> Markers:
+        return Markers(self.fs, join(self.path, *TOKENS_DONE))
+
+
+class Markers:
+    """Completion records in one folder, NAME.json each: a unit with a record is done, and a
+    resumed step skips it. The driver writes them as units finish, so a killed step keeps them."""
+
+    def __init__(self, fs: pafs.FileSystem, folder: str):
+        self.fs, self.folder = fs, folder
+
+    def done(self) -> set[str]:
+        return {i.base_name.removesuffix(".json") for i in list_files(self.fs, self.folder)
+                if i.base_name.endswith(".json")}
+
+    def write(self, name: str, record: dict) -> None:
+        write_json_atomic(self.fs, join(self.folder, f"{name}.json"), record)
+
+    def read(self, name: str) -> dict:
+        return read_json(self.fs, join(self.folder, f"{name}.json"))
+
+
+class ExportDir:
+    """An export folder: SPLIT/GROUP.* shards, the settings of the export under way, a completion
+    record per group, and the manifest, written last."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self.fs, self.path = resolve(uri)
+        self.state = join(self.path, ".export.json")
+        self.manifest = join(self.path, "manifest.json")
+        self.done = Markers(self.fs, join(self.path, ".work"))
+
+    @staticmethod
+    def shard_name(split: str, group: str) -> str:
+        """How the manifest names a group's shard of a split (before the format's suffix)."""
+        return f"{split}/{group}"
+
+    def shard_prefix(self, split: str, group: str) -> str:
+        return _uri_of(self.uri, self.path, self.shard_name(split, group))
+
+
+def _uri_of(uri: str, path: str, *parts: str) -> str:
+    base = uri.rstrip("/") if "://" in uri else path
+    return join(base, *parts)
 
 
 def versions() -> dict:

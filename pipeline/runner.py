@@ -3,7 +3,7 @@
     read -> clean -> normalise -> filter -> MinHash signatures -> parts   (streaming, one fused
         task per chunk)
     index of parts -> shuffle on text hash -> duplicates, and per chunk the lines they hold
-    signatures in the parts -> LSH, verification, components, survivors (pipeline/near.py)
+    signatures in the parts -> LSH, verification, components, survivors (pipeline/near.py, stages/near_dedup)
     parts minus duplicate lines -> documents shards (streamed, in input order)
     outputs -> statistics (Ray tasks aggregating files) -> stats.json, report.html
 """
@@ -22,7 +22,7 @@ from ray.data.context import ShuffleStrategy
 from slimpipe.io import inputs as inputs_mod
 from slimpipe.errors import ConfigError, ConservationError
 from slimpipe.near import banding_of, reference_parts, stage_near_dedup
-from slimpipe.rundir import RunDir
+from slimpipe.rundir import NEAR_DUPSETS, NEAR_WORK, RunDir
 from slimpipe.split import stage_split
 from slimpipe.stages.clean import Cleaner
 from slimpipe.stages.exact_dedup import INDEX_COLUMNS, add_partition, find_duplicates
@@ -196,7 +196,7 @@ def _stage_filter(rd: RunDir, chunks, config) -> None:
     # task's memory does not grow with the size of its input file.
     ctx = ray.data.DataContext.get_current()
     ctx.target_max_block_size = 2 * config["input"]["batch_bytes"]
-    ds = read_dataset(todo, config["input"], rd.uri_of("_work"))
+    ds = read_dataset(todo, config["input"], rd.chunk_read_recorder())
     common = dict(batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
     ds = ds.map_batches(_clean, fn_kwargs={"clean_cfg": config["clean"]}, **common)
     near = config["dedup"]["near"]
@@ -238,8 +238,8 @@ def _stage_dedup(rd: RunDir, config) -> None:
     rd.clear("duplicates")
     rd.clear("clusters")
     rd.clear("_work", "dupsets")
-    rd.clear("_work", "near_dupsets")
-    rd.clear("_work", "near")
+    rd.clear(*NEAR_DUPSETS)
+    rd.clear(*NEAR_WORK)
     rd.clear("_work", "decontaminated")
     for later in ("near_dedup", "split"):  # they work on what exact dedup leaves
         rd.state["stages"].pop(later, None)

@@ -114,3 +114,97 @@ def packed_schema(token_type: pa.DataType) -> pa.Schema:
         ("documents", pa.list_(pa.string())),  # ids of the documents whose pieces it holds, in order
         ("document_offsets", pa.list_(pa.int64())),  # where in its document each piece starts
     ])
+
+
+# --- split and decontamination: the contaminant index and what decontamination removes -------
+
+# WORK/split/*.parquet and the tables its tasks pass on: what train must not contain.
+CONTAMINANT = pa.schema(
+    [
+        ("kind", pa.string()),  # exact (normalised text) | ngram | ignored (an n-gram the cap dropped)
+        ("hash", pa.uint64()),
+        ("origin", pa.uint8()),  # bits: 1 the holdout, 2 the evaluation data (0 for ignored n-grams)
+    ]
+)
+
+# How many train documents contain a contaminant n-gram, from part of the corpus (summed per n-gram).
+NGRAM_DOC_FREQ = pa.schema([("hash", pa.uint64()), ("docs", pa.int64())])
+
+# The n-grams too common in train to be evidence of contamination.
+FREQUENT_NGRAM = pa.schema([("hash", pa.uint64())])
+
+# WORK/decontaminated/CHUNK.parquet: the lines of a chunk that decontamination removed, sorted.
+REMOVED_LINES = pa.schema([("line", pa.int64())])
+
+
+# --- near-dedup: the tables its steps pass through shuffles and leave under WORK/near --------
+
+# LSH: one row per document and band; the shuffle partition is the bucket key's.
+NEAR_BAND_ROW = pa.schema([("band", pa.int32()), ("key", pa.uint64()), ("node", pa.int64()),
+                           ("partition", pa.int64())])
+
+# WORK/near/edges/*.parquet: a bucket member u and its bucket's representative v (nodes).
+NEAR_EDGE = pa.schema([("u", pa.int64()), ("v", pa.int64())])
+
+# WORK/near/verified/*.parquet: the candidate edges whose true Jaccard reaches the threshold.
+NEAR_VERIFIED_EDGE = NEAR_EDGE.append(pa.field("similarity", pa.float64()))
+
+# WORK/near/components.parquet: every node on an edge and its component (named by its lowest node).
+NEAR_COMPONENT = pa.schema([("node", pa.int64()), ("component", pa.int64())])
+
+# A component member with what the survivor policy and the duplicate rows need, on its way to the
+# shuffle on the component; `reference` marks an earlier run's document (never removed).
+NEAR_MEMBER = pa.schema(
+    [RECORD.field(name) for name in ("id", "source")]
+    + [pa.field("bytes", pa.int64())]  # the part's bytes_clean
+    + [RECORD.field(name) for name in ("file", "line", "chunk", "minhash")]
+    + [("node", pa.int64()), ("component", pa.int64()), ("reference", pa.bool_()), ("partition", pa.int64())]
+)
+
+# A near duplicate row with its chunk, which the per-chunk removed lines are grouped by.
+NEAR_DUPLICATE = DUPLICATE.append(pa.field("chunk", pa.string()))
+
+
+# --- tokenize and export: the work units the driver hands to actors, and what they hand back ---
+
+# One tokenize unit: consecutive row groups of one documents shard, tokenized into `out`.
+TOKENIZE_UNIT = pa.schema([
+    ("name", pa.string()),
+    ("file", pa.string()),  # the documents shard
+    ("row_groups", pa.list_(pa.int64())),
+    ("out", pa.string()),  # the tokens file (Arrow IPC stream) to write
+])
+
+# A finished tokenize unit: its documents, empty documents, tokens and text bytes per (source, split).
+TOKENIZE_DONE = pa.schema([
+    ("unit", pa.string()),
+    ("counts", pa.list_(pa.struct([
+        ("source", pa.string()),
+        ("split", pa.string()),
+        ("documents", pa.int64()),
+        ("empty", pa.int64()),
+        ("tokens", pa.int64()),
+        ("bytes", pa.int64()),
+    ]))),
+])
+
+# One export group: a tokens file, and where each split of it goes (a prefix the format extends).
+EXPORT_GROUP = pa.schema([
+    ("group", pa.string()),
+    ("tokens", pa.string()),
+    ("outputs", pa.list_(pa.struct([("split", pa.string()), ("prefix", pa.string())]))),
+])
+
+# A finished export group, per split: documents written, empty ones skipped, tokens per source,
+# and the format's own counts (sequences, padding, ... for packed formats).
+EXPORT_DONE = pa.schema([
+    ("group", pa.string()),
+    ("splits", pa.list_(pa.struct([
+        ("split", pa.string()),
+        ("documents", pa.int64()),
+        ("empty", pa.int64()),
+        ("tokens", pa.int64()),
+        ("sources", pa.map_(pa.string(), pa.int64())),
+        ("counters", pa.map_(pa.string(), pa.int64())),
+    ]))),
+])

@@ -26,7 +26,7 @@ class OwnFiles(Datasource):
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit=None, data_context=None):
         return [ReadTask(_file_reader(self.uri, group, self.columns, self.fmt),
-                         BlockMetadata(num_rows=None, size_bytes=None, input_files=group, exec_stats=None))
+                         BlockMetadata(num_rows=None, size_bytes=None, input_files=tuple(group), exec_stats=None))
                 for group in self.groups]
 
 

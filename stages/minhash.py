@@ -200,7 +200,7 @@ class Signer:
         2^64 exactly as numpy's uint64 does, so only the shifts need care (logical, not signed)."""
         import torch
 
-        dev = torch.device(self.device)
+        dev = torch.device(self.device or "cpu")
         m32 = 0xFFFFFFFF
         a = torch.from_numpy(self.a.view(np.int64)).to(dev)
         b = torch.from_numpy(self.b.view(np.int64)).to(dev)
@@ -298,7 +298,7 @@ class SignStage:
         idx = np.flatnonzero(live)
         norm = table["norm_text"].take(pa.array(idx)).to_pylist()
         sigs, counts = self.signer.sign_normalized(norm)
-        minhash = [None] * table.num_rows
+        minhash: list[bytes | None] = [None] * table.num_rows
         shingle_counts = np.zeros(table.num_rows, np.int32)
         flat = sigs.astype("<u4").tobytes()
         width = 4 * sigs.shape[1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import orjson
 import pyarrow as pa
@@ -23,7 +23,7 @@ from ray.data.datasource import Datasource, ReadTask
 
 from slimpipe.io.inputs import Chunk
 from slimpipe.schemas import RECORD
-from slimpipe.io.fs import join, resolve, write_json_atomic
+from slimpipe.io.fs import resolve
 
 READ_BLOCK = 4 << 20
 MAX_BATCH_ROWS = 32768
@@ -239,7 +239,9 @@ class ZstdStream:
 
 
 class StreamDamage(Exception):
-    pass
+    """A stream that broke off; `tail` holds the bytes read after its last complete line."""
+
+    tail: bytes = b""
 
 
 def _blocks(stream) -> Iterator[bytes]:
@@ -385,14 +387,14 @@ def _rows_with_bytes_text(rb: pa.RecordBatch, text_field: str) -> Iterator[tuple
 
 
 class ChunkDatasource(Datasource):
-    """One read task per chunk. When a chunk is fully read, its record count goes to
-    WORK/chunks/KEY.json: together with the parts written downstream, that is how a resumed run
-    knows the chunk is complete."""
+    """One read task per chunk. When a chunk is fully read, the task hands the chunk and its record
+    count to `on_read` (the run directory records it: with the parts written downstream, that is
+    how a resumed run knows the chunk is complete)."""
 
-    def __init__(self, chunks: list[Chunk], read_cfg: dict, work_uri: str):
+    def __init__(self, chunks: list[Chunk], read_cfg: dict, on_read: Callable[[Chunk, int], None]):
         self.chunks = chunks
         self.read_cfg = read_cfg
-        self.work_uri = work_uri
+        self.on_read = on_read
 
     def estimate_inmemory_data_size(self) -> int | None:
         return sum(max(c.file.size, 0) for c in self.chunks) or None
@@ -400,35 +402,40 @@ class ChunkDatasource(Datasource):
     def get_read_tasks(self, parallelism: int, per_task_row_limit=None, data_context=None):
         return [
             ReadTask(
-                _make_read_fn(chunk, self.read_cfg, self.work_uri),
+                _make_read_fn(chunk, self.read_cfg, self.on_read),
                 BlockMetadata(num_rows=None, size_bytes=max(chunk.file.size, 0) or None,
-                              input_files=[chunk.file.uri], exec_stats=None),
+                              input_files=(chunk.file.uri,), exec_stats=None),
                 schema=RECORD,
             )
             for chunk in self.chunks
         ]
 
 
+# How each input format is read, by its name in slimpipe.io.inputs.FORMATS (which says how its
+# files are found and cut into chunks): a new format is a reader here and a line in each.
+READERS = {"jsonl": read_jsonl_chunk, "parquet": read_parquet_chunk}
+
+
 def read_chunk(chunk: Chunk, read_cfg: dict) -> Iterator[pa.Table]:
-    reader = read_parquet_chunk if chunk.file.format == "parquet" else read_jsonl_chunk
-    return reader(chunk, read_cfg)
+    return READERS[chunk.file.format](chunk, read_cfg)
 
 
-def _make_read_fn(chunk: Chunk, read_cfg: dict, work_uri: str):
+def _make_read_fn(chunk: Chunk, read_cfg: dict, on_read: Callable[[Chunk, int], None]):
     def read_fn() -> Iterator[pa.Table]:
         records = 0
         for table in read_chunk(chunk, read_cfg):
             records += table.num_rows
             yield table
-        fs, work = resolve(work_uri)
-        write_json_atomic(fs, join(work, "chunks", f"{chunk.key}.json"),
-                          {"chunk": chunk.to_dict(), "records": records})
+        on_read(chunk, records)
 
     return read_fn
 
 
-def read_dataset(chunks: list[Chunk], read_cfg: dict, work_uri: str) -> ray.data.Dataset:
+def read_dataset(chunks: list[Chunk], read_cfg: dict,
+                 on_read: Callable[[Chunk, int], None]) -> ray.data.Dataset:
+    """The chunks' records as a dataset; `on_read(chunk, records)` runs in the read task once a
+    chunk is read to its end."""
     # One block stream per chunk: without the override Ray splits the output of a few large
     # chunks into many small blocks, which breaks the fusion of read with the stages after it.
-    return ray.data.read_datasource(ChunkDatasource(chunks, read_cfg, work_uri),
+    return ray.data.read_datasource(ChunkDatasource(chunks, read_cfg, on_read),
                                     override_num_blocks=len(chunks))

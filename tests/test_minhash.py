@@ -10,10 +10,12 @@ from hypothesis import strategies as st
 from slimpipe.errors import ConfigError
 from slimpipe.config import resolve
 from slimpipe.near import banding_of
-from slimpipe.stages.lsh import bucket_edges, catch_probability, optimal_bands_rows, resolve_bands
 from slimpipe.stages.minhash import (MinHashParams, Signer, datasketch_minhash, hash32, jaccard, shingle_set,
                                      shingles, to_datasketch)
-from slimpipe.stages.near_dedup import choose_survivors, components, verify
+from slimpipe.stages.near_dedup.components import components
+from slimpipe.stages.near_dedup.lsh import bucket_edges, catch_probability, optimal_bands_rows, resolve_bands
+from slimpipe.stages.near_dedup.survivors import choose_survivors
+from slimpipe.stages.near_dedup.verify import verify
 
 ALL_PARAMS = [MinHashParams(shingle=sh, ngram=n, hash=h, scheme=sc, short_docs=short, num_perm=64, seed=seed)
               for sh, n in (("char", 13), ("word", 5), ("char", 1))

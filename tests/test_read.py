@@ -156,3 +156,15 @@ def test_missing_input_is_a_clear_error(tmp_path):
         discover([str(tmp_path / "*.jsonl")], READ_CFG)
     with pytest.raises(ConfigError, match="no input files"):
         discover([str(tmp_path)], READ_CFG)
+
+
+def test_input_formats_registries_and_schema_agree():
+    """A format is found and planned (slimpipe.io.inputs.FORMATS), read (READERS) and named in the
+    config schema under one name."""
+    from slimpipe.io.inputs import FORMATS
+    from slimpipe.schemas import CONFIG_SCHEMA_PATH
+    from slimpipe.stages.read import READERS
+
+    schema = json.loads(CONFIG_SCHEMA_PATH.read_text())
+    assert set(FORMATS) == set(READERS)
+    assert set(schema["properties"]["input"]["properties"]["format"]["enum"]) == {"auto", *FORMATS}

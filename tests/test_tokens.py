@@ -214,7 +214,7 @@ def test_megatron_export_reads_back_with_megatron_core(tokens_run, tmp_path):
 def test_megatron_export_of_a_wide_vocabulary(tmp_path):
     """Ids past uint16 (vocabularies over 65,535) go to int32 shards that read back exact."""
     indexed = pytest.importorskip("megatron.core.datasets.indexed_dataset")
-    from slimpipe.stages.export import ExportStage
+    from slimpipe.stages.export import FORMATS, export_group
     from slimpipe.schemas import tokens_schema
 
     ids = [[1, 70000, 128000, 2], [], [5, 99999]]
@@ -223,10 +223,12 @@ def test_megatron_export_of_a_wide_vocabulary(tmp_path):
     (tmp_path / "tokens").mkdir()
     with pa.ipc.new_stream(str(tmp_path / "tokens" / "t.arrow"), table.schema) as w:
         w.write_table(table)
-    stage = ExportStage({"format": "megatron", "seed": 0, "megatron_dtype": "int32"}, str(tmp_path / "out"))
-    done = stage.export_group(str(tmp_path / "tokens" / "t.arrow"))
-    assert done["splits"]["train"]["empty"] == 1 and done["splits"]["train"]["documents"] == 2
-    ds = indexed.IndexedDataset(str(tmp_path / "out" / done["splits"]["train"]["file"]))
+    fmt = FORMATS["megatron"]({"format": "megatron", "seed": 0, "megatron_dtype": "int32"})
+    prefix = str(tmp_path / "out" / "train" / "t")
+    done = export_group(fmt, {"group": "t", "tokens": str(tmp_path / "tokens" / "t.arrow"),
+                              "outputs": [{"split": "train", "prefix": prefix}]})
+    assert done["splits"][0]["empty"] == 1 and done["splits"][0]["documents"] == 2
+    ds = indexed.IndexedDataset(prefix)
     assert ds.index.dtype == np.int32
     assert sorted(list(map(int, ds[i])) for i in range(len(ds))) == sorted([[1, 70000, 128000, 2], [5, 99999]])
 

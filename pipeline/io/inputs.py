@@ -13,8 +13,24 @@ import pyarrow.parquet as pq
 from slimpipe.errors import ConfigError
 from slimpipe.io.fs import resolve
 
-JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+
+
+@dataclass(frozen=True)
+class InputFormat:
+    """How files of one format are found and cut into chunks; the read stage's READERS, under the
+    same name, reads them."""
+
+    suffixes: tuple[str, ...]
+    compressible: bool  # may come wrapped in gzip or zstd
+    splits_by: str  # "lines": plain files cut into byte ranges at line starts; "row_groups": Parquet's
+
+
+# The input formats, in the order a file name is tried against them.
+FORMATS = {
+    "parquet": InputFormat((".parquet",), compressible=False, splits_by="row_groups"),
+    "jsonl": InputFormat((".jsonl", ".json", ".ndjson"), compressible=True, splits_by="lines"),
+}
 
 
 @dataclass(frozen=True)
@@ -22,7 +38,7 @@ class InputFile:
     uri: str  # what the user sees in rejected rows: a local path or a URI
     rel: str  # path relative to the input root it was found under (stable across machines)
     source: str
-    format: str  # jsonl | parquet
+    format: str  # a name in FORMATS
     compression: str | None  # gzip | zstd | None
     size: int  # -1 when the file could not be inspected
 
@@ -53,10 +69,12 @@ def file_format(name: str, configured: str) -> tuple[str, str | None] | None:
         if lower.endswith(suffix):
             compression, lower = codec, lower[: -len(suffix)]
             break
-    if lower.endswith(".parquet") and compression is None:
-        return ("parquet", None) if configured in ("auto", "parquet") else None
-    if lower.endswith(JSONL_SUFFIXES) or (configured == "jsonl" and compression):
-        return ("jsonl", compression) if configured in ("auto", "jsonl") else None
+    for fmt, spec in FORMATS.items():
+        if compression and not spec.compressible:
+            continue
+        # a compressed file of a configured format needs no inner suffix ("dump.gz")
+        if lower.endswith(spec.suffixes) or (configured == fmt and compression):
+            return (fmt, compression) if configured in ("auto", fmt) else None
     return None
 
 
@@ -74,7 +92,9 @@ def discover(paths: list[str], input_cfg: dict) -> list[InputFile]:
         for f in _expand(arg, input_cfg):
             found.setdefault(f.uri, f)
     if not found:
-        raise ConfigError(f"no input files (.jsonl[.gz|.zst], .parquet) under {', '.join(paths)}")
+        names = ", ".join(suffix + ("[.gz|.zst]" if spec.compressible else "")
+                          for spec in FORMATS.values() for suffix in spec.suffixes)
+        raise ConfigError(f"no input files ({names}) under {', '.join(paths)}")
     return sorted(found.values(), key=lambda f: f.uri)
 
 
@@ -105,7 +125,7 @@ def _expand(arg: str, input_cfg: dict) -> list[InputFile]:
         raise ConfigError(f"input path does not exist: {arg}")
     if info.type == pafs.FileType.File:
         # A file named explicitly is read even with an unusual name: as JSONL unless configured.
-        kind = file_format(path, fmt) or ("parquet" if fmt == "parquet" else "jsonl", None)
+        kind = file_format(path, fmt) or (fmt if fmt != "auto" else "jsonl", None)
         return [_input_file(fs, path, info.base_name, fixed_source or _parent_name(path), kind)]
     root = path.rstrip("/")
     out = []
@@ -190,7 +210,7 @@ def plan_chunks(files: list[InputFile], split_bytes: int, count_newlines) -> lis
     chunks: list[Chunk] = []
     split_jobs: list[tuple[InputFile, list[tuple[int, int]]]] = []
     for f in files:
-        if f.format == "parquet":
+        if FORMATS[f.format].splits_by == "row_groups":
             chunks.extend(plan_parquet(f, split_bytes))
         elif f.compression is None and f.size > split_bytes:
             split_jobs.append((f, byte_ranges(f.size, split_bytes)))

@@ -1,4 +1,4 @@
-"""A fastText quality classifier: `train` fits one from positive and negative example files
+"""A fastText quality classifier: `fit` trains one on positive and negative example texts
 (fastText supervised training), and the `quality` filter applies it with a threshold, keeping
 its score as a column."""
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable
 
 from slimpipe.errors import ConfigError
 from slimpipe.stages.filters.base import Filter, Rejection
@@ -39,36 +39,22 @@ class QualityFilter(Filter):
         return None
 
 
-def _examples(paths: list[str], text_field: str) -> Iterator[str]:
-    """Texts of the example files (JSONL, plain or compressed, and Parquet), streamed."""
-    from slimpipe.config import load_preset
-    from slimpipe.io.inputs import count_newlines_in_range, discover, plan_chunks
-    from slimpipe.stages.read import read_chunk
-
-    read_cfg = {**load_preset("slimpajama")["input"], "text_field": text_field}
-    files = discover(paths, read_cfg)
-    chunks = plan_chunks(files, read_cfg["split_bytes"], lambda jobs: [count_newlines_in_range(*j) for j in jobs])
-    for chunk in chunks:
-        for table in read_chunk(chunk, read_cfg):
-            yield from (t for t in table["text"].to_pylist() if t)
-
-
 def _is_holdout(text: str, share: float) -> bool:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") / 2**64 < share
 
 
-def train(positive: list[str], negative: list[str], output: str, text_field: str = "text",
-          holdout: float = 0.1, epoch: int = 5, lr: float = 0.5, word_ngrams: int = 2, dim: int = 64,
-          min_count: int = 2, seed: int = 0) -> dict:
-    """Fit a classifier; returns its precision and recall on a held-out share of the examples
-    (chosen by text hash, so the same files give the same split)."""
+def fit(positive: Iterable[str], negative: Iterable[str], output: str, holdout: float = 0.1, epoch: int = 5,
+        lr: float = 0.5, word_ngrams: int = 2, dim: int = 64, min_count: int = 2, seed: int = 0) -> dict:
+    """Fit a classifier on good and bad example texts and save it to `output`; returns its precision
+    and recall on a held-out share of the examples (chosen by text hash, so the same texts give the
+    same split)."""
     import fasttext
 
     held: list[tuple[str, str]] = []
     counts = {POSITIVE: 0, NEGATIVE: 0}
     with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8", delete=False) as train_file:
-        for label, paths in ((POSITIVE, positive), (NEGATIVE, negative)):
-            for text in _examples(paths, text_field):
+        for label, texts in ((POSITIVE, positive), (NEGATIVE, negative)):
+            for text in texts:
                 line = " ".join(text.split())
                 if _is_holdout(line, holdout):
                     held.append((label, line))

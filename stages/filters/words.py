@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from itertools import chain
+from typing import cast
 
 # Marks that come off a word's ends one at a time (spaCy's prefixes and suffixes, currency signs).
 _EDGE = "()\\[\\]{}<>,:;!?¿¡_#*&\"“”‘’'`´«»„‚§%=—–$£€¥₹₩₽。？！，、；：～·।،۔؛٪「」『』（）〔〕【】《》〈〉"
@@ -83,16 +84,16 @@ _MAX_PIECES, _MAX_PIECE_CHARS = 200_000, 40
 
 def words(text: str) -> list[str]:
     pieces = text.split()
-    found = list(map(_PIECES.get, pieces))
+    found: list[tuple[str, ...] | None] = list(map(_PIECES.get, pieces))
     if None in found:
         if len(_PIECES) > _MAX_PIECES:
             _PIECES.clear()
         for i, piece in enumerate(pieces):
             if found[i] is None:
-                found[i] = tuple(_WORD.findall(piece))
+                found[i] = split = tuple(_WORD.findall(piece))
                 if len(piece) <= _MAX_PIECE_CHARS:
-                    _PIECES[piece] = found[i]
-    return list(chain.from_iterable(found))
+                    _PIECES[piece] = split
+    return list(chain.from_iterable(cast(list[tuple[str, ...]], found)))  # every piece is split now
 
 
 def _is_punct(word: str) -> bool:

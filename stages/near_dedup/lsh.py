@@ -2,7 +2,7 @@
 
 A signature of `bands * rows` values is cut into bands; each band is hashed to a 64-bit bucket
 key. Documents that share a bucket in any band are candidates. The buckets are found by a hash
-shuffle of (band, key, node) rows (the runner's Ray groupby); inside one shuffle partition the
+shuffle of (band, key, node) rows (the LSH step's Ray groupby); inside one shuffle partition the
 rows are sorted and each bucket emits one edge per member to its representative (the lowest
 node), never all pairs, so a bucket of a million near-identical pages costs linear work.
 
@@ -15,6 +15,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 import pyarrow as pa
+
+from slimpipe.schemas import NEAR_BAND_ROW, NEAR_EDGE
 
 
 def catch_probability(similarity: float, bands: int, rows: int) -> float:
@@ -110,7 +112,7 @@ def band_rows(nodes: np.ndarray, sigs: np.ndarray, bands: int, rows: int, partit
         "key": keys.ravel(),
         "node": np.repeat(nodes.astype(np.int64), bands),
         "partition": (keys.ravel() % np.uint64(partitions)).astype(np.int64),
-    })
+    }, schema=NEAR_BAND_ROW)
 
 
 def bucket_edges(rows: pa.Table) -> pa.Table:
@@ -127,4 +129,4 @@ def bucket_edges(rows: pa.Table) -> pa.Table:
     member = (~first) & (node != rep)
     edges = np.unique(np.stack([node[member], rep[member]], axis=1), axis=0) if member.any() \
         else np.zeros((0, 2), np.int64)
-    return pa.table({"u": edges[:, 0], "v": edges[:, 1]})
+    return pa.table({"u": edges[:, 0], "v": edges[:, 1]}, schema=NEAR_EDGE)

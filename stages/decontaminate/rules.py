@@ -1,4 +1,4 @@
-"""Train/holdout split and decontamination.
+"""Train/holdout split and decontamination: the rules, over batches and texts.
 
 A kept document is held out when a hash of (seed, id) falls below `holdout_ratio`: the same
 document lands on the same side in every run, whatever else the corpus holds. Train then
@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from slimpipe.schemas import CONTAMINANT, FREQUENT_NGRAM, NGRAM_DOC_FREQ
 from slimpipe.stages.minhash import ngram_hashes
 from slimpipe.stages.normalize import text_hash
 
@@ -56,7 +57,7 @@ def contaminant_hashes(norm_texts: list[str], ngram: int, origin: int) -> pa.Tab
         else np.zeros(0, np.uint64)
     return pa.table({"kind": pa.array(["exact"] * len(exact) + ["ngram"] * len(grams), pa.string()),
                      "hash": pa.array(np.concatenate([exact, grams]), pa.uint64()),
-                     "origin": pa.array(np.full(len(exact) + len(grams), origin, np.uint8))})
+                     "origin": pa.array(np.full(len(exact) + len(grams), origin, np.uint8))}, schema=CONTAMINANT)
 
 
 def _distinct(hashes: np.ndarray, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -83,14 +84,15 @@ def ngram_doc_freq(doc_grams: Iterable[np.ndarray], ngrams: np.ndarray) -> pa.Ta
     for grams in doc_grams:
         counts[_positions(ngrams, grams)] += 1  # a document's n-grams are distinct: one count each
     found = np.flatnonzero(counts)
-    return pa.table({"hash": pa.array(ngrams[found], pa.uint64()), "docs": pa.array(counts[found], pa.int64())})
+    return pa.table({"hash": pa.array(ngrams[found], pa.uint64()), "docs": pa.array(counts[found], pa.int64())},
+                    schema=NGRAM_DOC_FREQ)
 
 
 def frequent_ngrams(doc_freq: pa.Table, max_doc_freq: int) -> pa.Table:
     """The n-grams that more than `max_doc_freq` documents contain, from the (hash, docs) rows of
     parts of a corpus (summed here per n-gram)."""
     summed = doc_freq.group_by("hash").aggregate([("docs", "sum")])
-    return summed.filter(pc.greater(summed["docs_sum"], max_doc_freq)).select(["hash"])
+    return summed.filter(pc.greater(summed["docs_sum"], max_doc_freq)).select(["hash"]).cast(FREQUENT_NGRAM)
 
 
 class Contaminants:
@@ -108,7 +110,8 @@ class Contaminants:
         return pa.table({"kind": pa.array(kinds, pa.string()),
                          "hash": pa.array(np.concatenate([self.exact, self.ngrams, self.ignored]), pa.uint64()),
                          "origin": pa.array(np.concatenate([self.exact_origin, self.ngram_origin,
-                                                            np.zeros(len(self.ignored), np.uint8)]), pa.uint8())})
+                                                            np.zeros(len(self.ignored), np.uint8)]), pa.uint8())},
+                        schema=CONTAMINANT)
 
     def ignore(self, frequent: np.ndarray) -> int:
         """Drop these n-grams (too common in train to be evidence); returns how many it held."""

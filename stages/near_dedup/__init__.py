@@ -1,0 +1,19 @@
+"""Near-dedup stage: MinHash LSH candidates, verification, connected components, one survivor per
+component. Its steps, in order (steps.py), each a Ray step that writes where it is told:
+
+    find_candidate_edges  parts -> (band, bucket key, node) rows -> shuffle on the bucket -> edges
+                          from each bucket member to its representative                  (lsh.py)
+    verify_edges          edges -> shuffle on u's part (u's text) -> shuffle on v's part (true
+                          Jaccard) -> verified edges                                  (verify.py)
+    find_components       edges -> union-find on integer arrays (one task) -> (node, component)
+                                                                                  (components.py)
+    write_survivors       components -> shuffle on the part (id, source, bytes, signature) ->
+                          shuffle on the component (survivor policy) -> duplicate rows (kind
+                          near), cluster rows, per chunk the lines removed          (survivors.py)
+
+A node is a document's number in the run (nodes.py).
+"""
+from slimpipe.stages.near_dedup.steps import (SurvivorOutputs, find_candidate_edges, find_components, verify_edges,
+                                              write_survivors)
+
+__all__ = ["SurvivorOutputs", "find_candidate_edges", "find_components", "verify_edges", "write_survivors"]
