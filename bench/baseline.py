@@ -4,6 +4,7 @@ normalisation, a hash set, a Parquet writer).
 
     python bench/baseline.py CORPUS_DIR OUT.parquet
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -1,6 +1,7 @@
 """A one-process near-dedup with datasketch, as a script would do it: for each document in
 turn, a MinHash of its character 13-grams (the slimpajama preset's shingles, SHA-1, legacy
 scheme), a query of a MinHashLSH (9 bands x 13 rows), then an insert. Prints one JSON line."""
+
 import io
 import json
 import sys

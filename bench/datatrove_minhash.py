@@ -7,6 +7,7 @@ Run with a Python that has datatrove installed (not a project dependency):
 Prints one JSON line: seconds per stage and in total, and the ids it removed go to
 WORK_DIR/removed (JSONL). With --time-signatures FILE.jsonl, instead times its signature step
 alone (its shingling and hashing of each text, one core) and prints the seconds."""
+
 import argparse
 import json
 import time
@@ -42,20 +43,42 @@ def main() -> None:
     stages = {
         "signatures": LocalPipelineExecutor(
             pipeline=[reader(), MinhashDedupSignature(output_folder=f"{args.work}/signatures", config=config)],
-            tasks=tasks, workers=args.workers, logging_dir=f"{args.work}/logs/signatures"),
+            tasks=tasks,
+            workers=args.workers,
+            logging_dir=f"{args.work}/logs/signatures",
+        ),
         "buckets": LocalPipelineExecutor(
-            pipeline=[MinhashDedupBuckets(input_folder=f"{args.work}/signatures", output_folder=f"{args.work}/buckets",
-                                          config=config)],
-            tasks=config.num_buckets, workers=args.workers, logging_dir=f"{args.work}/logs/buckets"),
+            pipeline=[
+                MinhashDedupBuckets(
+                    input_folder=f"{args.work}/signatures", output_folder=f"{args.work}/buckets", config=config
+                )
+            ],
+            tasks=config.num_buckets,
+            workers=args.workers,
+            logging_dir=f"{args.work}/logs/buckets",
+        ),
         "cluster": LocalPipelineExecutor(
-            pipeline=[MinhashDedupCluster(input_folder=f"{args.work}/buckets", output_folder=f"{args.work}/remove_ids",
-                                          config=config)],
-            tasks=1, workers=1, logging_dir=f"{args.work}/logs/cluster"),
+            pipeline=[
+                MinhashDedupCluster(
+                    input_folder=f"{args.work}/buckets", output_folder=f"{args.work}/remove_ids", config=config
+                )
+            ],
+            tasks=1,
+            workers=1,
+            logging_dir=f"{args.work}/logs/cluster",
+        ),
         "filter": LocalPipelineExecutor(
-            pipeline=[reader(), MinhashDedupFilter(input_folder=f"{args.work}/remove_ids",
-                                                   exclusion_writer=JsonlWriter(f"{args.work}/removed")),
-                      JsonlWriter(f"{args.work}/deduped")],
-            tasks=tasks, workers=args.workers, logging_dir=f"{args.work}/logs/filter"),
+            pipeline=[
+                reader(),
+                MinhashDedupFilter(
+                    input_folder=f"{args.work}/remove_ids", exclusion_writer=JsonlWriter(f"{args.work}/removed")
+                ),
+                JsonlWriter(f"{args.work}/deduped"),
+            ],
+            tasks=tasks,
+            workers=args.workers,
+            logging_dir=f"{args.work}/logs/filter",
+        ),
     }
     seconds = {}
     start = time.perf_counter()

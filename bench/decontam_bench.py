@@ -27,6 +27,7 @@ A 0.1% holdout of a crawl of millions of pages has a page on nearly every site o
 thousand pages; on this crawl of about 900 pages 0.1% draws about one page, 1% a page on most
 sites. Results land in bench/out/decontam_results.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,32 +46,45 @@ from run_bench import OUT, slimpipe_env  # noqa: E402
 from slimpipe.config import load_preset  # noqa: E402
 
 C4 = Path(__file__).resolve().parents[2] / "shared" / "data" / "c4-en-1k" / "c4_sample.jsonl"
-SITES = [("Riverside Gazette", "local news", "News Media Ltd"), ("Maple Hardware", "home improvement", "Maple Inc."),
-         ("Coastline Travel", "travel", "Coastline Group"), ("Bright Path Health", "health", "Bright Path LLC"),
-         ("Gadget Garage", "technology", "Garage Digital"), ("Green Thumb Daily", "gardening", "GTD Publishing"),
-         ("Ledger & Coin", "personal finance", "Ledger Media"), ("Kitchen Table Stories", "food", "KTS Ltd")]
+SITES = [
+    ("Riverside Gazette", "local news", "News Media Ltd"),
+    ("Maple Hardware", "home improvement", "Maple Inc."),
+    ("Coastline Travel", "travel", "Coastline Group"),
+    ("Bright Path Health", "health", "Bright Path LLC"),
+    ("Gadget Garage", "technology", "Garage Digital"),
+    ("Green Thumb Daily", "gardening", "GTD Publishing"),
+    ("Ledger & Coin", "personal finance", "Ledger Media"),
+    ("Kitchen Table Stories", "food", "KTS Ltd"),
+]
 # Each line of a template in a few phrasings, one per site: sites built on the same theme or legal
 # boilerplate share a phrasing, as real ones do
-TAGLINES = ["{name} is an independent {topic} publication with news, reviews and practical guides for our readers "
-            "since 2004.",
-            "Welcome to {name}, where our editors share honest {topic} advice, tested recommendations and stories "
-            "from our community.",
-            "For over a decade {name} has helped readers make better decisions about {topic} with clear and "
-            "independent reporting."]
-NEWSLETTERS = ["Sign up for the {name} newsletter to receive our latest articles, exclusive offers and event "
-               "invitations straight to your inbox.",
-               "Join thousands of readers: get the best of {name} delivered every Friday, and unsubscribe at any "
-               "time with one click.",
-               "Never miss a story from {name}. Subscribe to our weekly {topic} digest and follow us on Facebook, "
-               "Twitter and Instagram."]
-LEGAL = ["Copyright 2020 {owner}. All rights reserved. The material on this site may not be reproduced, distributed, "
-         "transmitted, cached or otherwise used, except with the prior written permission of {name}.",
-         "(c) {owner} 2021. Content on {name} is provided for general information only and does not constitute "
-         "professional advice of any kind; please consult a qualified expert.",
-         "All content copyright {owner}. Some links on this page are affiliate links, which means we may earn a "
-         "small commission if you buy through them, at no extra cost to you."]
-COOKIES = ("We use cookies to ensure that we give you the best experience on our website. If you continue to "
-           "use this site we will assume that you are happy with it.")
+TAGLINES = [
+    "{name} is an independent {topic} publication with news, reviews and practical guides for our readers since 2004.",
+    "Welcome to {name}, where our editors share honest {topic} advice, tested recommendations and stories "
+    "from our community.",
+    "For over a decade {name} has helped readers make better decisions about {topic} with clear and "
+    "independent reporting.",
+]
+NEWSLETTERS = [
+    "Sign up for the {name} newsletter to receive our latest articles, exclusive offers and event "
+    "invitations straight to your inbox.",
+    "Join thousands of readers: get the best of {name} delivered every Friday, and unsubscribe at any "
+    "time with one click.",
+    "Never miss a story from {name}. Subscribe to our weekly {topic} digest and follow us on Facebook, "
+    "Twitter and Instagram.",
+]
+LEGAL = [
+    "Copyright 2020 {owner}. All rights reserved. The material on this site may not be reproduced, distributed, "
+    "transmitted, cached or otherwise used, except with the prior written permission of {name}.",
+    "(c) {owner} 2021. Content on {name} is provided for general information only and does not constitute "
+    "professional advice of any kind; please consult a qualified expert.",
+    "All content copyright {owner}. Some links on this page are affiliate links, which means we may earn a "
+    "small commission if you buy through them, at no extra cost to you.",
+]
+COOKIES = (
+    "We use cookies to ensure that we give you the best experience on our website. If you continue to "
+    "use this site we will assume that you are happy with it."
+)
 CMS = "Proudly powered by WordPress. Theme designed and developed by the team at Flavor Themes, all rights reserved."
 RUNS = {
     "old: holdout 13-grams, no cap": ["split.holdout_ngrams=true", "split.max_ngram_doc_freq=null"],
@@ -84,8 +98,11 @@ def template(rng: random.Random, name: str, topic: str, owner: str) -> tuple[lis
     """A site's lines above and below every page body, its phrasings drawn by `rng`; a cookie notice
     on half the sites, a CMS credit on a third."""
     fill = dict(name=name, topic=topic, owner=owner)
-    head = [f"{name} | Home | Latest | {topic.title()} | Guides | About | Contact",
-            f"You are here: Home > {topic.title()} > Articles", rng.choice(TAGLINES).format(**fill)]
+    head = [
+        f"{name} | Home | Latest | {topic.title()} | Guides | About | Contact",
+        f"You are here: Home > {topic.title()} > Articles",
+        rng.choice(TAGLINES).format(**fill),
+    ]
     foot = [rng.choice(NEWSLETTERS).format(**fill), rng.choice(LEGAL).format(**fill)]
     return head, foot + [COOKIES] * (rng.random() < 0.5) + [CMS] * (rng.random() < 0.33)
 
@@ -106,14 +123,18 @@ def build(c4: Path, out: Path, seed: int = 0) -> dict:
     rng.shuffle(docs)
     reserved, crawl_bodies = docs[:100], docs[100:]
     sites = [template(rng, *s) for s in SITES]
-    pages = [{"id": f"page-{i}", "site": i % len(sites), "text": page(sites[i % len(sites)], paragraphs(b))}
-             for i, b in enumerate(crawl_bodies)]
+    pages = [
+        {"id": f"page-{i}", "site": i % len(sites), "text": page(sites[i % len(sites)], paragraphs(b))}
+        for i, b in enumerate(crawl_bodies)
+    ]
     long_passages = [d for d in reserved if len(d.split()) >= 120]
     items = []
     for text in long_passages[:60]:
         words = text.split()
         start, n = rng.randrange(0, len(words) - 90), rng.randint(30, 80)
-        items.append({"question": " ".join(words[start:start + n]), "answer": " ".join(words[start + n:start + n + 5])})
+        items.append(
+            {"question": " ".join(words[start : start + n]), "answer": " ".join(words[start + n : start + n + 5])}
+        )
     whole = [page(sites[k], paragraphs(text)) for k, text in enumerate(long_passages[60:64])]
     items += [{"question": text, "answer": "a whole page"} for text in whole]
     planted = {}
@@ -144,15 +165,35 @@ def build(c4: Path, out: Path, seed: int = 0) -> dict:
 
 def filter_sets(which: str) -> list[str]:
     """--set overrides that leave the length filter alone (`length`) or the preset's filters (`preset`)."""
-    return [] if which == "preset" else [f"filters.{f}.enabled=false" for f in load_preset("web")["filters"]
-                                         if f != "length"]
+    return (
+        []
+        if which == "preset"
+        else [f"filters.{f}.enabled=false" for f in load_preset("web")["filters"] if f != "length"]
+    )
 
 
 def run(corpus: Path, out: Path, sets: list[str], holdout_ratio: float) -> dict:
-    cmd = [sys.executable, "-m", "slimpipe.cli", "run", "--preset", "web", "--input", str(corpus / "crawl"),
-           "--output", str(out), "--set", "ray.progress_bars=false", "--set", f"split.holdout_ratio={holdout_ratio}",
-           "--set", f"split.eval_files=[{corpus / 'eval'}]", "--set", "split.eval_text_field=question",
-           *sum((["--set", s] for s in sets), [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "slimpipe.cli",
+        "run",
+        "--preset",
+        "web",
+        "--input",
+        str(corpus / "crawl"),
+        "--output",
+        str(out),
+        "--set",
+        "ray.progress_bars=false",
+        "--set",
+        f"split.holdout_ratio={holdout_ratio}",
+        "--set",
+        f"split.eval_files=[{corpus / 'eval'}]",
+        "--set",
+        "split.eval_text_field=question",
+        *sum((["--set", s] for s in sets), []),
+    ]
     subprocess.run(cmd, env=slimpipe_env(), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return json.loads((out / "stats.json").read_text())
 
@@ -175,9 +216,11 @@ def outcome(out: Path, stats: dict, truth: dict) -> dict:
         "planted_reaching_split": len(planted),
         "planted_caught": sum(i in removed for i in planted),
         "planted_missed": {i: truth["planted"][i] for i in planted if i not in removed},
-        "holdout_pages": sum(d["split"] == "holdout" for d in docs), "sites_with_a_holdout_page": len(holdout_sites),
+        "holdout_pages": sum(d["split"] == "holdout" for d in docs),
+        "sites_with_a_holdout_page": len(holdout_sites),
         "index": {k: stats["split"].get(k) for k in ("exact_hashes", "ngrams", "ngrams_ignored", "spared_by_cap")},
-        "split_stage_s": round(stats["timings_s"]["split"], 2), "run_s": round(stats["timings_s"]["total"], 2),
+        "split_stage_s": round(stats["timings_s"]["split"], 2),
+        "run_s": round(stats["timings_s"]["total"], 2),
         "good_removed_details": sorted({removed[i]["detail"] for i in false_pos})[:3],
     }
 
@@ -191,10 +234,19 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=OUT) as tmp:
         truth = build(args.c4, Path(tmp) / "corpus")
-        results = {"corpus": {"pages": len(truth["site"]), "sites": len(SITES), "eval_items": truth["eval_items"],
-                              "planted": truth["planted"], "filters": args.filters}}
-        print(f"{'holdout':>8} {'run':<36}{'good removed':>16}{'by holdout':>12}{'caught':>9}{'ignored':>9}"
-              f"{'spared':>8}{'split s':>9}")
+        results = {
+            "corpus": {
+                "pages": len(truth["site"]),
+                "sites": len(SITES),
+                "eval_items": truth["eval_items"],
+                "planted": truth["planted"],
+                "filters": args.filters,
+            }
+        }
+        print(
+            f"{'holdout':>8} {'run':<36}{'good removed':>16}{'by holdout':>12}{'caught':>9}{'ignored':>9}"
+            f"{'spared':>8}{'split s':>9}"
+        )
         for ratio in args.holdout_ratio:
             for i, (name, sets) in enumerate(RUNS.items()):
                 out = Path(tmp) / f"run-{ratio}-{i}"
@@ -202,9 +254,11 @@ def main() -> None:
                 results[f"holdout {ratio}: {name}"] = r
                 good = f"{r['good_removed']}/{r['good_train_pages']} ({r['good_removed_pct']}%)"
                 caught = f"{r['planted_caught']}/{r['planted_reaching_split']}"
-                print(f"{ratio:>8} {name:<36}{good:>16}{r['good_removed_matching_the_holdout']:>12}{caught:>9}"
-                      f"{r['index']['ngrams_ignored']:>9}{r['index']['spared_by_cap'] or 0:>8}{r['split_stage_s']:>9}",
-                      flush=True)
+                print(
+                    f"{ratio:>8} {name:<36}{good:>16}{r['good_removed_matching_the_holdout']:>12}{caught:>9}"
+                    f"{r['index']['ngrams_ignored']:>9}{r['index']['spared_by_cap'] or 0:>8}{r['split_stage_s']:>9}",
+                    flush=True,
+                )
     (OUT / "decontam_results.json").write_text(json.dumps(results, indent=1))
     print(f"details in {OUT / 'decontam_results.json'}")
 

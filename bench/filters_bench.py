@@ -8,6 +8,7 @@ datatrove runs in its own interpreter (`--reference-python`, a virtual environme
     python bench/filters_bench.py [--mb 20] [--corpus bench/out/corpus-100] \
         [--reference-python ../dtvenv/bin/python]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,13 +74,21 @@ def reference_worker(texts_path: Path, out_path: Path) -> None:
     """In datatrove's interpreter: the same timings and decisions with its filters, C4 set as the
     web preset sets it (as FineWeb ran it: no terminal punctuation rule)."""
     from datatrove.data import Document
-    from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter,
-                                            GopherRepetitionFilter)
+    from datatrove.pipeline.filters import (
+        C4QualityFilter,
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+    )
 
     texts = json.loads(texts_path.read_text())
     text_mb = sum(len(t.encode()) for t in texts) / 1e6
-    filters = {"gopher_repetition": GopherRepetitionFilter(), "gopher_quality": GopherQualityFilter(),
-               "c4": C4QualityFilter(filter_no_terminal_punct=False), "fineweb": FineWebQualityFilter()}
+    filters = {
+        "gopher_repetition": GopherRepetitionFilter(),
+        "gopher_quality": GopherQualityFilter(),
+        "c4": C4QualityFilter(filter_no_terminal_punct=False),
+        "fineweb": FineWebQualityFilter(),
+    }
     results, decisions = {}, {}
     for name, flt in filters.items():
         docs = [Document(text=t, id=str(i)) for i, t in enumerate(texts)]
@@ -130,8 +139,11 @@ def main() -> None:
     if args.reference_python:
         theirs = reference(args.reference_python, texts)
         report["datatrove_mb_s_per_core"] = theirs["results"]
-        report["ratio"] = {k: round(v / theirs["results"][k], 1) for k, v in report["slimpipe_mb_s_per_core"].items()
-                           if k in theirs["results"]}
+        report["ratio"] = {
+            k: round(v / theirs["results"][k], 1)
+            for k, v in report["slimpipe_mb_s_per_core"].items()
+            if k in theirs["results"]
+        }
         report["agreement_by_shape"] = agreement_by_shape(mine, theirs["decisions"], shapes)
     print(json.dumps(report, indent=2))
 

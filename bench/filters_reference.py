@@ -14,6 +14,7 @@ shape, and each disagreement (tests/test_filter_reference.py asserts the same fi
 
     python bench/filters_reference.py compare [--show RULE]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,15 +34,19 @@ DATA = ROOT.parent / "shared" / "data"
 # What we compare: (the reference rule, our filter, its settings changed from the presets). The
 # Gopher rules are compared counting blank lines as the reference does, and as the presets set
 # them ("_preset"): layout-free, which disagrees by design where blank lines tip a ratio.
-RULES = {"gopher_repetition": ("gopher_repetition", "gopher_repetition", {"count_blank_lines": True}),
-         "gopher_repetition_preset": ("gopher_repetition", "gopher_repetition", {}),
-         "gopher_quality": ("gopher_quality", "gopher_quality", {"count_blank_lines": True}),
-         "gopher_quality_preset": ("gopher_quality", "gopher_quality", {}),
-         "c4": ("c4", "c4", {}), "c4_fineweb": ("c4_fineweb", "c4", {"require_terminal_punct": False}),
-         "fineweb": ("fineweb", "fineweb", {})}
+RULES = {
+    "gopher_repetition": ("gopher_repetition", "gopher_repetition", {"count_blank_lines": True}),
+    "gopher_repetition_preset": ("gopher_repetition", "gopher_repetition", {}),
+    "gopher_quality": ("gopher_quality", "gopher_quality", {"count_blank_lines": True}),
+    "gopher_quality_preset": ("gopher_quality", "gopher_quality", {}),
+    "c4": ("c4", "c4", {}),
+    "c4_fineweb": ("c4_fineweb", "c4", {"require_terminal_punct": False}),
+    "fineweb": ("fineweb", "fineweb", {}),
+}
 
 
 # ---- the documents, by shape ----
+
 
 def c4_pages(data: Path) -> list[str]:
     return [json.loads(line)["text"] for line in (data / "c4-en-1k" / "c4_sample.jsonl").open(encoding="utf-8")]
@@ -49,9 +54,12 @@ def c4_pages(data: Path) -> list[str]:
 
 def other_web_pages(data: Path) -> list[str]:
     """Dolma's CCNet-style English pages and OSCAR's English documents (blank-line separated)."""
-    pages = [json.loads(line)["text"] for path in sorted((data / "dolma-tests").rglob("*.json*"))
-             if "documents" in str(path) or "multiple_files" in str(path)
-             for line in (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open())]
+    pages = [
+        json.loads(line)["text"]
+        for path in sorted((data / "dolma-tests").rglob("*.json*"))
+        if "documents" in str(path) or "multiple_files" in str(path)
+        for line in (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open())
+    ]
     for path in sorted((data / "oscar2019-hf-dummy").glob("unshuffled_*_en.txt.gz")):
         pages += [d for d in gzip.open(path, "rt", encoding="utf-8").read().split("\n\n") if d.strip()]
     return pages
@@ -61,14 +69,14 @@ def book(data: Path) -> tuple[list[str], list[str]]:
     """A novel as scanned (hard-wrapped lines, 40 to a page) and cut into paragraphs (each one
     line, blank lines between, 12 to a document)."""
     lines = (data / "spm-models" / "botchan.txt").read_text(encoding="utf-8-sig").splitlines()
-    pages = ["\n".join(lines[i:i + 40]) for i in range(0, len(lines), 40)]
+    pages = ["\n".join(lines[i : i + 40]) for i in range(0, len(lines), 40)]
     paragraphs, current = [], []
     for line in lines:  # a short line that ends a sentence ends its paragraph
         current.append(line.strip())
         if len(line) < 60 and line.rstrip().endswith((".", "?", "!", '"', "'")):
             paragraphs.append(" ".join(current))
             current = []
-    return pages, ["\n\n".join(paragraphs[i:i + 12]) for i in range(0, len(paragraphs), 12)]
+    return pages, ["\n\n".join(paragraphs[i : i + 12]) for i in range(0, len(paragraphs), 12)]
 
 
 def code_files() -> list[str]:
@@ -77,7 +85,7 @@ def code_files() -> list[str]:
     out = []
     for path in sorted(glob.glob(str(lib / "*.py")))[:120]:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
-        out += [text[i:i + 6000] for i in range(0, min(len(text), 18000), 6000)]
+        out += [text[i : i + 6000] for i in range(0, min(len(text), 18000), 6000)]
     return out
 
 
@@ -103,22 +111,38 @@ def documents(data: Path) -> list[tuple[str, str]]:
     c4 = c4_pages(data)
     scanned, paragraphs = book(data)
     lists = list_pages(c4[:700], rng)
-    shapes = {"c4": c4, "c4_blank_lines": [t.replace("\n", "\n\n") for t in c4],
-              "dolma_oscar_en": other_web_pages(data), "book_scanned": scanned, "book_paragraphs": paragraphs,
-              "code": code_files(), "lists": lists, "lists_blank_lines": [t.replace("\n", "\n\n") for t in lists]}
+    shapes = {
+        "c4": c4,
+        "c4_blank_lines": [t.replace("\n", "\n\n") for t in c4],
+        "dolma_oscar_en": other_web_pages(data),
+        "book_scanned": scanned,
+        "book_paragraphs": paragraphs,
+        "code": code_files(),
+        "lists": lists,
+        "lists_blank_lines": [t.replace("\n", "\n\n") for t in lists],
+    }
     return [(shape, text) for shape, texts in shapes.items() for text in texts]
 
 
 # ---- step 1: the reference ----
 
+
 def reference_decisions(texts: list[str]) -> dict[str, list]:
     from datatrove.data import Document
-    from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter,
-                                            GopherRepetitionFilter)
+    from datatrove.pipeline.filters import (
+        C4QualityFilter,
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+    )
 
-    filters = {"gopher_repetition": GopherRepetitionFilter(), "gopher_quality": GopherQualityFilter(),
-               "c4": C4QualityFilter(), "c4_fineweb": C4QualityFilter(filter_no_terminal_punct=False),
-               "fineweb": FineWebQualityFilter()}
+    filters = {
+        "gopher_repetition": GopherRepetitionFilter(),
+        "gopher_quality": GopherQualityFilter(),
+        "c4": C4QualityFilter(),
+        "c4_fineweb": C4QualityFilter(filter_no_terminal_punct=False),
+        "fineweb": FineWebQualityFilter(),
+    }
     out = {}
     for rule, flt in filters.items():
         verdicts = [flt.filter(Document(text=t, id=str(i))) for i, t in enumerate(texts)]
@@ -140,7 +164,9 @@ def token_agreement(texts: list[str]) -> float:
     same = total = 0
     for text in texts:
         theirs, mine = split_into_words(text), ours.words(text)
-        same += sum(block.size for block in difflib.SequenceMatcher(a=theirs, b=mine, autojunk=False).get_matching_blocks())
+        same += sum(
+            block.size for block in difflib.SequenceMatcher(a=theirs, b=mine, autojunk=False).get_matching_blocks()
+        )
         total += len(theirs)
     return same / total
 
@@ -151,13 +177,18 @@ def write(data: Path) -> None:
     docs = documents(data)
     print(f"words placed as the reference's tokenizer places them: {token_agreement([t for _, t in docs]):.2%}")
     decisions = reference_decisions([t for _, t in docs])
-    lines = [json.dumps({"shape": shape, "text": text, "reference": {r: decisions[r][i] for r in decisions}},
-                        ensure_ascii=False) for i, (shape, text) in enumerate(docs)]
+    lines = [
+        json.dumps(
+            {"shape": shape, "text": text, "reference": {r: decisions[r][i] for r in decisions}}, ensure_ascii=False
+        )
+        for i, (shape, text) in enumerate(docs)
+    ]
     FIXTURE.write_bytes(zstandard.ZstdCompressor(level=19).compress("\n".join(lines).encode()))
     print(f"{len(docs)} documents, {Counter(s for s, _ in docs)} -> {FIXTURE} ({FIXTURE.stat().st_size:,} bytes)")
 
 
 # ---- step 2: ours against it ----
+
 
 def load_fixture(path: Path = FIXTURE) -> list[dict]:
     import zstandard

@@ -34,6 +34,7 @@ or None for the other broken kinds):
     from make_corpus import SHAPES, shaped_documents  # bench/ on sys.path, or: from bench.make_corpus ...
     for shape in SHAPES: docs = list(shaped_documents(200, shapes={shape: 1}, seed=1))
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,27 +60,78 @@ SAMPLE = ROOT / "pipeline" / "sample" / "c4" / "c4-en-train-00000-first600.jsonl
 # A web crawl after text extraction: mostly pages, a good share of templated and junk pages, some
 # other languages, a little code and books, a few broken records. Relative weights per document.
 DEFAULT_MIX = {
-    "web_page": 0.32, "blank_line_paragraphs": 0.16, "site_template": 0.15, "list_page": 0.08,
-    "foreign": 0.10, "boilerplate": 0.12, "code": 0.045, "book": 0.022, "broken": 0.003,
+    "web_page": 0.32,
+    "blank_line_paragraphs": 0.16,
+    "site_template": 0.15,
+    "list_page": 0.08,
+    "foreign": 0.10,
+    "boilerplate": 0.12,
+    "code": 0.045,
+    "book": 0.022,
+    "broken": 0.003,
 }
 SOURCES = {"cc": 0.75, "news": 0.25}
 DUPLICATE_SHARE = 0.10
 NEAR_RATES = [0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3]
 NEAR_MIN_CHARS = 1000  # near-dup families need pages long enough to survive the length filter and shingle well
 
-CODE_LANGUAGES = {".py": "python", ".pyx": "cython", ".c": "c", ".h": "c", ".cc": "c++", ".cpp": "c++",
-                  ".hpp": "c++", ".js": "javascript", ".sh": "shell"}
+CODE_LANGUAGES = {
+    ".py": "python",
+    ".pyx": "cython",
+    ".c": "c",
+    ".h": "c",
+    ".cc": "c++",
+    ".cpp": "c++",
+    ".hpp": "c++",
+    ".js": "javascript",
+    ".sh": "shell",
+}
 CODE_PACKAGES = ("pyarrow", "numpy")  # dependencies of slimpipe, so installed wherever the bench runs
 NO_SPACE_LANGUAGES = {"ja", "zh", "th"}  # sentences are joined without spaces
 
-NAV_ITEMS = ["Home", "About", "About Us", "Blog", "News", "Shop", "Products", "Services", "Events", "Contact",
-             "Contact Us", "FAQ", "Support", "Careers", "Resources", "Gallery", "Log in", "Register",
-             "My Account", "Cart (0)", "Search", "Menu", "Subscribe", "Donate", "Sitemap"]
-FOOTER_LINES = ["Privacy Policy | Terms of Use | Sitemap", "Privacy Policy", "Terms and Conditions",
-                "Follow us on Facebook, Twitter and Instagram", "Sign up for our newsletter",
-                "Enter your email address", "Powered by WordPress", "Back to top", "Share this:",
-                "Leave a Reply Cancel reply", "Related Posts", "Designed by {name} Web Team",
-                "Call us: +1 (555) 010-{phone}", "{name} is a registered trademark of {name} Inc."]
+NAV_ITEMS = [
+    "Home",
+    "About",
+    "About Us",
+    "Blog",
+    "News",
+    "Shop",
+    "Products",
+    "Services",
+    "Events",
+    "Contact",
+    "Contact Us",
+    "FAQ",
+    "Support",
+    "Careers",
+    "Resources",
+    "Gallery",
+    "Log in",
+    "Register",
+    "My Account",
+    "Cart (0)",
+    "Search",
+    "Menu",
+    "Subscribe",
+    "Donate",
+    "Sitemap",
+]
+FOOTER_LINES = [
+    "Privacy Policy | Terms of Use | Sitemap",
+    "Privacy Policy",
+    "Terms and Conditions",
+    "Follow us on Facebook, Twitter and Instagram",
+    "Sign up for our newsletter",
+    "Enter your email address",
+    "Powered by WordPress",
+    "Back to top",
+    "Share this:",
+    "Leave a Reply Cancel reply",
+    "Related Posts",
+    "Designed by {name} Web Team",
+    "Call us: +1 (555) 010-{phone}",
+    "{name} is a registered trademark of {name} Inc.",
+]
 COOKIE_NOTICES = [
     "This website uses cookies to improve your experience. We'll assume you're ok with this, but you can "
     "opt-out if you wish. Accept Read More",
@@ -87,18 +139,26 @@ COOKIE_NOTICES = [
     "this site we will assume that you are happy with it. Ok",
     "By continuing to browse this site you agree to our use of cookies. Find out more in our Cookie Policy.",
 ]
-LEGAL_LINES = ["© {year} {name}. All rights reserved.", "Copyright © {year} {name} | All Rights Reserved",
-               "All content © {year} {name}"]
-ERROR_PAGES = ["404 Not Found\nThe requested URL was not found on this server.",
-               "Page not found\nSorry, the page you are looking for does not exist.",
-               "Access Denied\nYou don't have permission to access this page.",
-               "Please enable JavaScript to view this website.",
-               "This site is currently under maintenance. Please check back soon.", "Loading..."]
-LOREM = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et "
-         "dolore magna aliqua. Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris nisi ut aliquip "
-         "ex ea commodo consequat. Duis aute irure dolor in reprehenderit in voluptate velit esse cillum dolore "
-         "eu fugiat nulla pariatur. Excepteur sint occaecat cupidatat non proident, sunt in culpa qui officia "
-         "deserunt mollit anim id est laborum.")
+LEGAL_LINES = [
+    "© {year} {name}. All rights reserved.",
+    "Copyright © {year} {name} | All Rights Reserved",
+    "All content © {year} {name}",
+]
+ERROR_PAGES = [
+    "404 Not Found\nThe requested URL was not found on this server.",
+    "Page not found\nSorry, the page you are looking for does not exist.",
+    "Access Denied\nYou don't have permission to access this page.",
+    "Please enable JavaScript to view this website.",
+    "This site is currently under maintenance. Please check back soon.",
+    "Loading...",
+]
+LOREM = (
+    "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et "
+    "dolore magna aliqua. Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris nisi ut aliquip "
+    "ex ea commodo consequat. Duis aute irure dolor in reprehenderit in voluptate velit esse cillum dolore "
+    "eu fugiat nulla pariatur. Excepteur sint occaecat cupidatat non proident, sunt in culpa qui officia "
+    "deserunt mollit anim id est laborum."
+)
 BULLETS = ["- ", "* ", "• ", "· ", "– ", "{}. ", "{}) "]
 # What broken crawls put in text: a stray byte, a Latin-1 accent, a truncated sequence, an encoded surrogate.
 INVALID_BYTES = [b"\xff", b"\xe9", b"\x80", b"\xc3(", b"\xf0\x9f\x98", b"\xed\xa0\x80"]
@@ -106,20 +166,22 @@ INVALID_BYTES = [b"\xff", b"\xe9", b"\x80", b"\xc3(", b"\xf0\x9f\x98", b"\xed\xa
 
 # ---- real text -------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Language:
-    lines: list[str]      # lines of real pages (OSCAR)
+    lines: list[str]  # lines of real pages (OSCAR)
     sentences: list[str]  # sentences of news and web text (Leipzig, via lingua-py's test data)
 
 
 @dataclass(frozen=True)
 class Pools:
     """The real text that shapes draw from."""
-    pages: list[list[str]]       # English web pages, each as its non-empty lines
-    domains: list[str]           # real domains of those pages, for site names and URLs
-    menus: list[str]             # short navigation lines of raw crawled pages
+
+    pages: list[list[str]]  # English web pages, each as its non-empty lines
+    domains: list[str]  # real domains of those pages, for site names and URLs
+    menus: list[str]  # short navigation lines of raw crawled pages
     foreign: dict[str, Language]
-    book: list[str]              # paragraphs of a novel, hard-wrapped as published
+    book: list[str]  # paragraphs of a novel, hard-wrapped as published
     code: list[Path]
 
 
@@ -160,8 +222,11 @@ def load_foreign(data: Path, oscar_files: list[Path]) -> tuple[dict[str, Languag
             english.extend(non_empty_lines(d) for d in documents)
         else:
             lines.setdefault(lang, []).extend(line for d in documents for line in non_empty_lines(d))
-    sentences = {p.stem: non_empty_lines(p.read_text(encoding="utf-8"))
-                 for p in sorted((data / "lingua-langid-testdata" / "sentences").glob("*.txt")) if p.stem != "en"}
+    sentences = {
+        p.stem: non_empty_lines(p.read_text(encoding="utf-8"))
+        for p in sorted((data / "lingua-langid-testdata" / "sentences").glob("*.txt"))
+        if p.stem != "en"
+    }
     languages = {lang: Language(lines.get(lang, []), sentences.get(lang, [])) for lang in sorted({*lines, *sentences})}
     return {k: v for k, v in languages.items() if len(v.sentences) >= 100 or len(v.lines) >= 20}, english
 
@@ -183,7 +248,7 @@ def book_paragraphs(path: Path) -> list[str]:
     text = path.read_text(encoding="utf-8-sig")
     start = text.index("\n", text.index("*** START")) + 1
     paragraphs, current = [], []
-    for line in text[start:text.index("*** END")].splitlines():
+    for line in text[start : text.index("*** END")].splitlines():
         current.append(line.rstrip())
         if len(line.rstrip()) < 60:
             paragraphs.append("\n".join(current))
@@ -205,8 +270,12 @@ def code_files() -> list[Path]:
     files = []
     for root in roots:
         for path in root.rglob("*"):
-            if (path.suffix in CODE_LANGUAGES and not set(path.relative_to(root).parts) & skip
-                    and path.is_file() and 3000 < path.stat().st_size < 300_000):
+            if (
+                path.suffix in CODE_LANGUAGES
+                and not set(path.relative_to(root).parts) & skip
+                and path.is_file()
+                and 3000 < path.stat().st_size < 300_000
+            ):
                 files.append(path)
     return sorted(files)
 
@@ -223,11 +292,13 @@ def load_pools(data: Path = DATA, extra: tuple[Path, ...] = ()) -> Pools:
     foreign, oscar_english = load_foreign(data, oscar + [p for p in extra if p.name.endswith(".txt.gz")])
     pages = [lines for lines in (non_empty_lines(r["text"]) for r in records) if lines] + oscar_english
     domains = sorted({urlsplit(r["url"]).hostname for r in records if r.get("url")} - {None}) or ["example.org"]
-    return Pools(pages, domains, menu_lines(data), foreign,
-                 book_paragraphs(data / "spm-models" / "botchan.txt"), code_files())
+    return Pools(
+        pages, domains, menu_lines(data), foreign, book_paragraphs(data / "spm-models" / "botchan.txt"), code_files()
+    )
 
 
 # ---- shapes ----------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Site:
@@ -267,7 +338,7 @@ def spliced_lines(c: Context, count: int) -> list[str]:
     while len(lines) < count:
         page = c.rng.choice(c.pools.pages)
         start = c.rng.randrange(len(page))
-        lines.extend(page[start:start + c.rng.randint(1, 4)])
+        lines.extend(page[start : start + c.rng.randint(1, 4)])
     return lines[:count]
 
 
@@ -275,7 +346,7 @@ def short_phrase(c: Context, lo: int = 2, hi: int = 10) -> str:
     """The first words of a real sentence: what list items, headings and short pages are made of."""
     sentence = c.rng.choice(re.split(r"(?<=[.!?])\s+", c.rng.choice(c.rng.choice(c.pools.pages))))
     words = sentence.split()
-    return sentence if len(words) <= hi else " ".join(words[:c.rng.randint(lo, hi)]).rstrip(",;:")
+    return sentence if len(words) <= hi else " ".join(words[: c.rng.randint(lo, hi)]).rstrip(",;:")
 
 
 def page_url(c: Context, domain: str | None = None) -> str:
@@ -290,8 +361,9 @@ def blank_line_paragraphs(c: Context) -> dict:
     """Paragraphs between blank lines, the layout Markdown, forums and many extractors produce."""
     rng = c.rng
     paragraphs = spliced_lines(c, rng.randint(3, 15))
-    text = paragraphs[0] + "".join(rng.choice(["\n\n"] * 6 + ["\n\n\n", "\n\n\n\n", "\n \n"]) + p
-                                   for p in paragraphs[1:])
+    text = paragraphs[0] + "".join(
+        rng.choice(["\n\n"] * 6 + ["\n\n\n", "\n\n\n\n", "\n \n"]) + p for p in paragraphs[1:]
+    )
     if rng.random() < 0.3:
         text = "\n".join(line + " " * rng.choice([0, 0, 1, 2]) for line in text.split("\n"))
     if rng.random() < 0.2:
@@ -325,9 +397,12 @@ def code(c: Context) -> dict:
     path = rng.choice(c.pools.code)
     lines = source_lines(path)
     start = rng.randrange(max(1, len(lines) - 20))
-    text = "\n".join(lines[start:start + rng.randint(20, 400)])
-    return {"text": text, "url": f"https://example.org/src/{path.parent.name}/{path.name}",
-            "meta": {"language": CODE_LANGUAGES[path.suffix]}}
+    text = "\n".join(lines[start : start + rng.randint(20, 400)])
+    return {
+        "text": text,
+        "url": f"https://example.org/src/{path.parent.name}/{path.name}",
+        "meta": {"language": CODE_LANGUAGES[path.suffix]},
+    }
 
 
 def book(c: Context) -> dict:
@@ -338,7 +413,7 @@ def book(c: Context) -> dict:
     wanted = rng.randint(4, 25)
     while len(chosen) < wanted:
         start = rng.randrange(len(paragraphs))
-        chosen.extend(paragraphs[start:start + rng.randint(1, 6)])
+        chosen.extend(paragraphs[start : start + rng.randint(1, 6)])
     return {"text": "\n\n".join(chosen), "url": f"https://example.org/books/botchan/{rng.randrange(10**6)}"}
 
 
@@ -371,8 +446,9 @@ def lorem_ipsum(c: Context) -> str:
     words = LOREM.lower().replace(",", "").replace(".", "").split()
     paragraphs = []
     for _ in range(rng.randint(1, 4)):
-        sentences = [" ".join(rng.choices(words, k=rng.randint(6, 14))).capitalize() + "."
-                     for _ in range(rng.randint(3, 7))]
+        sentences = [
+            " ".join(rng.choices(words, k=rng.randint(6, 14))).capitalize() + "." for _ in range(rng.randint(3, 7))
+        ]
         paragraphs.append(" ".join(sentences))
     if rng.random() < 0.5:
         paragraphs[0] = LOREM.split(", sed")[0] + ". " + paragraphs[0]  # the canonical opening, pages still distinct
@@ -394,7 +470,11 @@ def short_page(c: Context) -> str:
 
 
 BOILERPLATE: dict[str, Callable[[Context], str]] = {
-    "menu": menu_page, "repeated_lines": repeated_lines, "lorem_ipsum": lorem_ipsum, "short_page": short_page}
+    "menu": menu_page,
+    "repeated_lines": repeated_lines,
+    "lorem_ipsum": lorem_ipsum,
+    "short_page": short_page,
+}
 
 
 def boilerplate(c: Context) -> dict:
@@ -407,7 +487,7 @@ def with_invalid_bytes(rng: random.Random, text: str) -> bytes:
     data = text.encode()
     spaces = [i for i, b in enumerate(data) if b == 0x20] or [len(data)]
     for i in sorted(rng.sample(spaces, min(len(spaces), rng.randint(1, 5))), reverse=True):
-        data = data[:i + 1] + rng.choice(INVALID_BYTES) + data[i + 1:]
+        data = data[: i + 1] + rng.choice(INVALID_BYTES) + data[i + 1 :]
     return data
 
 
@@ -423,12 +503,15 @@ def broken(c: Context) -> dict:
     return {**doc, "meta": {"kind": kind}}
 
 
-SHAPES: dict[str, Callable[[Context], dict]] = {f.__name__: f for f in (
-    web_page, blank_line_paragraphs, list_page, code, book, foreign, site_template, boilerplate, broken)}
+SHAPES: dict[str, Callable[[Context], dict]] = {
+    f.__name__: f
+    for f in (web_page, blank_line_paragraphs, list_page, code, book, foreign, site_template, boilerplate, broken)
+}
 NEEDS = {"code": "code", "book": "book", "foreign": "foreign"}  # shape -> the Pools field it cannot do without
 
 
 # ---- documents -------------------------------------------------------------------------------------------
+
 
 def parse_shapes(spec: str) -> dict[str, float]:
     """'web_page=3,code=1' (a name alone weighs 1) -> {'web_page': 3.0, 'code': 1.0}."""
@@ -456,8 +539,10 @@ def usable_mix(shapes: Mapping[str, float] | str | None, pools: Pools) -> dict[s
         raise ValueError(f"unknown shapes {sorted(unknown)}; known: {sorted(SHAPES)}")
     usable = {k: w for k, w in mix.items() if w > 0 and k not in unavailable_shapes(pools)}
     if not usable:
-        raise ValueError(f"none of the shapes {sorted(mix)} has its source text here (unavailable: "
-                         f"{unavailable_shapes(pools)}, they need the shared data folder: --data)")
+        raise ValueError(
+            f"none of the shapes {sorted(mix)} has its source text here (unavailable: "
+            f"{unavailable_shapes(pools)}, they need the shared data folder: --data)"
+        )
     return usable
 
 
@@ -466,9 +551,17 @@ def text_size(doc: dict) -> int:
     return len(text) if isinstance(text, bytes) else len(text.encode()) if text else 0
 
 
-def shaped_documents(n: int | None = None, *, text_bytes: int | None = None, seed: int | str = 0,
-                     shapes: Mapping[str, float] | str | None = None, duplicate_share: float = 0.0,
-                     id_prefix: str = "doc", data: Path = DATA, extra: Sequence[Path] = ()) -> Iterator[dict]:
+def shaped_documents(
+    n: int | None = None,
+    *,
+    text_bytes: int | None = None,
+    seed: int | str = 0,
+    shapes: Mapping[str, float] | str | None = None,
+    duplicate_share: float = 0.0,
+    id_prefix: str = "doc",
+    data: Path = DATA,
+    extra: Sequence[Path] = (),
+) -> Iterator[dict]:
     """Documents {id, text, url, meta: {shape, ...}} drawn from the shapes in the proportions `shapes` gives
     (the default mix when None), until `n` documents or `text_bytes` bytes of text (endless with neither).
     With duplicate_share, that share are exact copies of an earlier one (meta.duplicate_of its id)."""
@@ -522,13 +615,16 @@ def corpus_records(corpus: Path) -> Iterator[dict]:
 
 # ---- corpus on disk --------------------------------------------------------------------------------------
 
+
 class Writer:
     """SOURCE/part-NNNNN.jsonl.zst files, records dealt round-robin; counts per shape into `tally`."""
 
     def __init__(self, folder: Path, files: int, tally: dict):
         folder.mkdir(parents=True, exist_ok=True)
-        self.files = [zstandard.ZstdCompressor(level=3).stream_writer((folder / f"part-{i:05d}.jsonl.zst").open("wb"))
-                      for i in range(files)]
+        self.files = [
+            zstandard.ZstdCompressor(level=3).stream_writer((folder / f"part-{i:05d}.jsonl.zst").open("wb"))
+            for i in range(files)
+        ]
         self.tally = tally
         self.count = self.bytes = 0
 
@@ -565,14 +661,24 @@ def near_base_mix(shapes: Mapping[str, float] | str | None) -> dict[str, float]:
     return {k: w for k, w in requested_mix(shapes).items() if k not in ("boilerplate", "broken")} or {"web_page": 1.0}
 
 
-def write_near_families(budget: int, out: Path, seed: int, file_mb: float,
-                        shapes: Mapping[str, float] | str | None, data: Path,
-                        extra: Sequence[Path], tally: dict) -> dict:
+def write_near_families(
+    budget: int,
+    out: Path,
+    seed: int,
+    file_mb: float,
+    shapes: Mapping[str, float] | str | None,
+    data: Path,
+    extra: Sequence[Path],
+    tally: dict,
+) -> dict:
     rng = random.Random(f"{seed}-near-edits")
     pools = load_pools(data, tuple(extra))
     vocab = sorted({w for page in pools.pages[:300] for line in page for w in line.split()})
-    bases = (d for d in shaped_documents(seed=f"{seed}-near", shapes=near_base_mix(shapes), data=data, extra=extra)
-             if len(d["text"]) >= NEAR_MIN_CHARS)
+    bases = (
+        d
+        for d in shaped_documents(seed=f"{seed}-near", shapes=near_base_mix(shapes), data=data, extra=extra)
+        if len(d["text"]) >= NEAR_MIN_CHARS
+    )
     writer = Writer(out / "near", file_count(budget, file_mb), tally)
     n = 0
     with out.with_name(out.name + ".pairs.jsonl").open("w") as pairs:
@@ -589,8 +695,16 @@ def write_near_families(budget: int, out: Path, seed: int, file_mb: float,
     return {"near_families": n, "near_bytes": writer.bytes}
 
 
-def build(mb: float, out: Path, extra: Sequence[Path], seed: int = 0, file_mb: float = 8.0,
-          near_share: float = 0.0, shapes: Mapping[str, float] | str | None = None, data: Path = DATA) -> dict:
+def build(
+    mb: float,
+    out: Path,
+    extra: Sequence[Path],
+    seed: int = 0,
+    file_mb: float = 8.0,
+    near_share: float = 0.0,
+    shapes: Mapping[str, float] | str | None = None,
+    data: Path = DATA,
+) -> dict:
     """Write the corpus; returns (and stores in OUT.corpus.json) what was written, per shape too: `bytes` and
     `documents` count the web sources, `shapes` every record including near-duplicate families."""
     target = int(mb * 1e6 * (1 - near_share))
@@ -599,16 +713,22 @@ def build(mb: float, out: Path, extra: Sequence[Path], seed: int = 0, file_mb: f
     for source, share in SOURCES.items():
         budget = int(target * share)
         writer = Writer(out / source, file_count(budget, file_mb), tally)
-        for doc in shaped_documents(text_bytes=budget, seed=f"{seed}-{source}", shapes=shapes,
-                                    duplicate_share=DUPLICATE_SHARE, id_prefix=source, data=data, extra=extra):
+        for doc in shaped_documents(
+            text_bytes=budget,
+            seed=f"{seed}-{source}",
+            shapes=shapes,
+            duplicate_share=DUPLICATE_SHARE,
+            id_prefix=source,
+            data=data,
+            extra=extra,
+        ):
             writer.write(doc)
             written["planted_duplicates"] += "duplicate_of" in doc["meta"]
         writer.close()
         written["documents"] += writer.count
         written["bytes"] += writer.bytes
     if near_share:
-        written.update(write_near_families(int(mb * 1e6 * near_share), out, seed, file_mb, shapes, data, extra,
-                                           tally))
+        written.update(write_near_families(int(mb * 1e6 * near_share), out, seed, file_mb, shapes, data, extra, tally))
     written["shapes"] = dict(sorted(tally.items()))
     written["shapes_unavailable"] = unavailable_shapes(load_pools(data, tuple(extra)))
     out.with_name(out.name + ".corpus.json").write_text(json.dumps(written, indent=2))
@@ -619,17 +739,28 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mb", type=float, default=100.0, help="text megabytes to write")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--from", dest="extra", type=Path, nargs="*", default=[],
-                   help="more real text: C4-style .jsonl files (pages) or OSCAR .txt.gz files (by language)")
+    p.add_argument(
+        "--from",
+        dest="extra",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="more real text: C4-style .jsonl files (pages) or OSCAR .txt.gz files (by language)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--file-mb", type=float, default=8.0, help="text megabytes per file")
     p.add_argument("--near-share", type=float, default=0.0, help="share of bytes in near-duplicate families")
-    p.add_argument("--shapes", help="the mix, name=weight,... (default: " +
-                   ",".join(f"{k}={v}" for k, v in DEFAULT_MIX.items()) + ")")
+    p.add_argument(
+        "--shapes",
+        help="the mix, name=weight,... (default: " + ",".join(f"{k}={v}" for k, v in DEFAULT_MIX.items()) + ")",
+    )
     p.add_argument("--data", type=Path, default=DATA, help="the shared real-text folder")
     args = p.parse_args()
-    print(json.dumps(build(args.mb, args.out, args.extra, args.seed, args.file_mb, args.near_share, args.shapes,
-                           args.data)))
+    print(
+        json.dumps(
+            build(args.mb, args.out, args.extra, args.seed, args.file_mb, args.near_share, args.shapes, args.data)
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ seconds of the LSH and verify steps, of near-dedup and of the run) of each.
     python bench/near_bench.py --mb 100 [--dt-python /path/to/venv-with-datatrove/bin/python]
     python bench/near_bench.py --mb 20 --graded 1000 [--repeat 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,15 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).parent))
 from make_corpus import (  # noqa: E402
-    NEAR_MIN_CHARS, Writer, build, corpus_records, near_base_mix, replace_words, shaped_documents, without_broken)
+    NEAR_MIN_CHARS,
+    Writer,
+    build,
+    corpus_records,
+    near_base_mix,
+    replace_words,
+    shaped_documents,
+    without_broken,
+)
 from run_bench import OUT, run_measured, slimpipe_env  # noqa: E402
 
 from slimpipe.config import resolve  # noqa: E402
@@ -91,8 +100,10 @@ def signature_speed(corpus: Path, mb: float, dt_python: str | None) -> dict:
 
     subset = texts[: max(1, len(texts) // 5)]
     subset_mb = sum(len(t.encode()) for t in subset) / 1e6
-    for name, params in (("word 5-grams", SIGNATURE_CONFIGS["word 5-grams, xxh32 (web preset)"]),
-                         ("char 13-grams", SIGNATURE_CONFIGS["char 13-grams, xxh32"])):
+    for name, params in (
+        ("word 5-grams", SIGNATURE_CONFIGS["word 5-grams, xxh32 (web preset)"]),
+        ("char 13-grams", SIGNATURE_CONFIGS["char 13-grams, xxh32"]),
+    ):
         t = time.perf_counter()
         for text in subset:
             m = MinHash(num_perm=128, seed=1)
@@ -102,23 +113,42 @@ def signature_speed(corpus: Path, mb: float, dt_python: str | None) -> dict:
         with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
             for text in subset:
                 f.write(json.dumps({"text": text}) + "\n")
-        secs, _, output = run_measured([dt_python, str(Path(__file__).with_name("datatrove_minhash.py")),
-                                        "--time-signatures", f.name])
+        secs, _, output = run_measured(
+            [dt_python, str(Path(__file__).with_name("datatrove_minhash.py")), "--time-signatures", f.name]
+        )
         results["datatrove MinhashDedupSignature, word 5-grams"] = round(
-            subset_mb / json.loads(output.strip().splitlines()[-1])["seconds"], 2)
+            subset_mb / json.loads(output.strip().splitlines()[-1])["seconds"], 2
+        )
         os.unlink(f.name)
     return {"text_mb": round(text_mb, 2), "mb_s_per_core": results}
 
 
 def slimpipe_run(corpus: Path, out: Path, sets: list[str], preset: str = "slimpajama") -> dict:
-    cmd = [sys.executable, "-m", "slimpipe.cli", "run", "--preset", preset, "--input", str(corpus),
-           "--output", str(out), "--set", "ray.progress_bars=false", *sum((["--set", s] for s in sets), [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "slimpipe.cli",
+        "run",
+        "--preset",
+        preset,
+        "--input",
+        str(corpus),
+        "--output",
+        str(out),
+        "--set",
+        "ray.progress_bars=false",
+        *sum((["--set", s] for s in sets), []),
+    ]
     secs, peak, _ = run_measured(cmd, slimpipe_env())
     stats = json.loads((out / "stats.json").read_text())
-    return {"seconds": round(secs, 2), "peak_pss_mb": round(peak / 2**20), "timings_s": stats["timings_s"],
-            "near_removed": stats["totals"]["near_dedup"]["duplicates"],
-            "exact_removed": stats["totals"]["exact_dedup"]["duplicates"],
-            "conservation_holds": stats["conservation"]["holds"]}
+    return {
+        "seconds": round(secs, 2),
+        "peak_pss_mb": round(peak / 2**20),
+        "timings_s": stats["timings_s"],
+        "near_removed": stats["totals"]["near_dedup"]["duplicates"],
+        "exact_removed": stats["totals"]["exact_dedup"]["duplicates"],
+        "conservation_holds": stats["conservation"]["holds"],
+    }
 
 
 def survivor_of(out: Path):
@@ -147,8 +177,11 @@ def quality(out: Path, corpus: Path, params: MinHashParams) -> dict:
         b = next(f"{lo:.2f}-{min(hi, 1):.2f}" for lo, hi in BINS if lo <= j < hi)
         bins[b][0] += 1
         bins[b][1] += root(p["a"]) == root(p["b"])
-    return {"pairs_merged_by_true_jaccard": {b: {"pairs": n, "merged": m, "share": round(m / n, 4)}
-                                             for b, (n, m) in sorted(bins.items())}}
+    return {
+        "pairs_merged_by_true_jaccard": {
+            b: {"pairs": n, "merged": m, "share": round(m / n, 4)} for b, (n, m) in sorted(bins.items())
+        }
+    }
 
 
 def removals_below(out: Path, params: MinHashParams, cutoff: float = 0.6) -> dict:
@@ -156,8 +189,13 @@ def removals_below(out: Path, params: MinHashParams, cutoff: float = 0.6) -> dic
     dups = [d for d in pq.read_table(out / "duplicates").to_pylist() if d["kind"] == "near"]
     parts = pq.read_table(out / "_work" / "filtered", columns=["id", "text"])
     text = dict(zip(parts["id"].to_pylist(), parts["text"].to_pylist()))
-    low = sum(jaccard(shingle_set(normalize_text(text[d["id"]]), params),
-                      shingle_set(normalize_text(text[d["kept_id"]]), params)) < cutoff for d in dups)
+    low = sum(
+        jaccard(
+            shingle_set(normalize_text(text[d["id"]]), params), shingle_set(normalize_text(text[d["kept_id"]]), params)
+        )
+        < cutoff
+        for d in dups
+    )
     return {"near_removals": len(dups), f"below_{cutoff}": low, "share": round(low / len(dups), 4) if dups else 0.0}
 
 
@@ -173,8 +211,7 @@ def web_jaccard():
 
 
 def graded_bin(similarity: float) -> int | None:
-    return next((i for i, (lo, hi) in enumerate(GRADED_BINS)
-                 if lo <= similarity < hi or similarity == hi == 1.0), None)
+    return next((i for i, (lo, hi) in enumerate(GRADED_BINS) if lo <= similarity < hi or similarity == hi == 1.0), None)
 
 
 def bin_name(index: int) -> str:
@@ -190,7 +227,7 @@ def edited_copy(text: str, target: float, rng: random.Random, vocab: list[str], 
     if rng.random() < 1 / 3 and len(lines) > 3:
         k = rng.randint(1, min(3, len(others)))
         i = rng.randrange(len(lines) - k + 1)
-        return "\n".join(lines[:i] + rng.sample(others, k) + lines[i + k:]), "lines"
+        return "\n".join(lines[:i] + rng.sample(others, k) + lines[i + k :]), "lines"
     rate = 1 - (2 * target / (1 + target)) ** (1 / 5)  # a copy keeps about (1 - rate)^5 of its 5-grams
     return replace_words(text, rate, rng, vocab), "words"
 
@@ -201,8 +238,11 @@ def write_graded_pairs(corpus: Path, per_bin: int, seed: int = 0) -> dict:
     towards it, the pair kept if its measured Jaccard lands in a bin still short of pairs."""
     rng = random.Random(f"{seed}-graded-edits")
     similarity = web_jaccard()
-    pages = (d for d in shaped_documents(seed=f"{seed}-graded", shapes=near_base_mix(None))
-             if len(d["text"]) >= NEAR_MIN_CHARS)
+    pages = (
+        d
+        for d in shaped_documents(seed=f"{seed}-graded", shapes=near_base_mix(None))
+        if len(d["text"]) >= NEAR_MIN_CHARS
+    )
     vocab = sorted({w for d in islice(pages, 300) for w in d["text"].split()})
     counts = [0] * len(GRADED_BINS)
     writer = Writer(corpus / "graded", 2, {})  # the two pages of a pair go to different files
@@ -227,8 +267,11 @@ def write_graded_pairs(corpus: Path, per_bin: int, seed: int = 0) -> dict:
 def filters_off() -> list[str]:
     """--set items that turn off every filter of the web preset but the length rule, so that every
     graded pair reaches dedup."""
-    return [f"filters.{name}.enabled=false" for name, f in resolve("web")["filters"].items()
-            if name != "length" and f.get("enabled")]
+    return [
+        f"filters.{name}.enabled=false"
+        for name, f in resolve("web")["filters"].items()
+        if name != "length" and f.get("enabled")
+    ]
 
 
 def merged_by_bin(out: Path, truth: list[dict]) -> dict:
@@ -248,12 +291,17 @@ def near_cost(out: Path, runs: list[dict]) -> dict:
     def median(seconds) -> float:
         return round(statistics.median(seconds(r) for r in runs), 2)
 
-    return {"banding": {k: near["banding"][k] for k in ("bands", "rows", "chosen_by", "recall_at_threshold")},
-            "candidate_pairs": near["lsh"]["candidate_edges"], "verified_pairs": near["verify"]["verified"],
-            "seconds": {"lsh": median(lambda r: r["near"]["lsh"]["seconds"]),
-                        "verify": median(lambda r: r["near"]["verify"]["seconds"]),
-                        "near_dedup": median(lambda r: r["timings_s"]["near_dedup"]),
-                        "run": median(lambda r: r["seconds"])}}
+    return {
+        "banding": {k: near["banding"][k] for k in ("bands", "rows", "chosen_by", "recall_at_threshold")},
+        "candidate_pairs": near["lsh"]["candidate_edges"],
+        "verified_pairs": near["verify"]["verified"],
+        "seconds": {
+            "lsh": median(lambda r: r["near"]["lsh"]["seconds"]),
+            "verify": median(lambda r: r["near"]["verify"]["seconds"]),
+            "near_dedup": median(lambda r: r["timings_s"]["near_dedup"]),
+            "run": median(lambda r: r["seconds"]),
+        },
+    }
 
 
 def graded_pairs(mb: float, per_bin: int, repeat: int) -> dict:
@@ -262,8 +310,10 @@ def graded_pairs(mb: float, per_bin: int, repeat: int) -> dict:
         build(mb, corpus, [])
         write_graded_pairs(corpus, per_bin)
     truth = [json.loads(line) for line in corpus.with_name(corpus.name + ".graded.jsonl").read_text().splitlines()]
-    bandings = {"before (9 x 13)": BANDING_BEFORE,
-                f"after (target_recall {resolve('web')['dedup']['near']['target_recall']})": []}
+    bandings = {
+        "before (9 x 13)": BANDING_BEFORE,
+        f"after (target_recall {resolve('web')['dedup']['near']['target_recall']})": [],
+    }
     runs = defaultdict(list)
     results = {"corpus_mb": mb, "pairs_per_bin": per_bin, "filters": "off but the length rule"}
     with tempfile.TemporaryDirectory(dir=OUT) as tmp:
@@ -284,29 +334,52 @@ def graded_table(results: dict) -> str:
     merged = {n: results[n]["merged_by_true_jaccard"] for n in names}
     rows = [["true Jaccard", "pairs", *names]]
     for b, cell in merged[names[0]].items():
-        rows.append([b, str(cell["pairs"]), *(f"{merged[n][b]['merged']} ({100 * merged[n][b]['share']:.1f}%)"
-                                              for n in names)])
+        rows.append(
+            [b, str(cell["pairs"]), *(f"{merged[n][b]['merged']} ({100 * merged[n][b]['share']:.1f}%)" for n in names)]
+        )
     rows.append(["recall at threshold", "", *(str(results[n]["banding"]["recall_at_threshold"]) for n in names)])
-    rows += [[key.replace("_", " "), "", *(str(results[n][key]) for n in names)]
-             for key in ("candidate_pairs", "verified_pairs")]
-    rows += [[f"seconds, {key}", "", *(str(results[n]["seconds"][key]) for n in names)]
-             for key in ("lsh", "verify", "near_dedup", "run")]
+    rows += [
+        [key.replace("_", " "), "", *(str(results[n][key]) for n in names)]
+        for key in ("candidate_pairs", "verified_pairs")
+    ]
+    rows += [
+        [f"seconds, {key}", "", *(str(results[n]["seconds"][key]) for n in names)]
+        for key in ("lsh", "verify", "near_dedup", "run")
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
 
 
 def datasketch_loop(corpus: Path) -> dict:
-    secs, peak, output = run_measured([sys.executable, str(Path(__file__).with_name("datasketch_loop.py")), str(corpus)])
-    return {"seconds": round(secs, 2), "peak_pss_mb": round(peak / 2**20), **json.loads(output.strip().splitlines()[-1])}
+    secs, peak, output = run_measured(
+        [sys.executable, str(Path(__file__).with_name("datasketch_loop.py")), str(corpus)]
+    )
+    return {
+        "seconds": round(secs, 2),
+        "peak_pss_mb": round(peak / 2**20),
+        **json.loads(output.strip().splitlines()[-1]),
+    }
 
 
 def datatrove_run(corpus: Path, dt_python: str, workers: int) -> dict:
     with tempfile.TemporaryDirectory(dir=OUT) as tmp:
-        secs, peak, output = run_measured([dt_python, str(Path(__file__).with_name("datatrove_minhash.py")),
-                                           str(corpus), tmp, "--workers", str(workers)])
+        secs, peak, output = run_measured(
+            [
+                dt_python,
+                str(Path(__file__).with_name("datatrove_minhash.py")),
+                str(corpus),
+                tmp,
+                "--workers",
+                str(workers),
+            ]
+        )
         removed = sum(len(gzip.decompress(p.read_bytes()).splitlines()) for p in Path(tmp, "removed").rglob("*.gz"))
-    return {"seconds": round(secs, 2), "peak_pss_mb": round(peak / 2**20), "removed": removed,
-            **json.loads(output.strip().splitlines()[-1])}
+    return {
+        "seconds": round(secs, 2),
+        "peak_pss_mb": round(peak / 2**20),
+        "removed": removed,
+        **json.loads(output.strip().splitlines()[-1]),
+    }
 
 
 def main() -> None:
@@ -343,13 +416,23 @@ def main() -> None:
         print(json.dumps(r, indent=2), flush=True)
         if "xxh32" not in args.skip:
             params = SIGNATURE_CONFIGS["char 13-grams, xxh32"]
-            runs["slimpipe slimpajama preset, xxh32"] = slimpipe_run(corpus, Path(tmp) / "x", [
-                "dedup.near.hash=xxh32", "dedup.near.scheme=affine32"])
+            runs["slimpipe slimpajama preset, xxh32"] = slimpipe_run(
+                corpus, Path(tmp) / "x", ["dedup.near.hash=xxh32", "dedup.near.scheme=affine32"]
+            )
             params = SIGNATURE_CONFIGS["word 5-grams, xxh32 (web preset)"]
             runs["slimpipe web near-dedup (verified), length filter only"] = r = slimpipe_run(
-                corpus, Path(tmp) / "v", ["dedup.near.shingle=word", "dedup.near.ngram=5", "dedup.near.hash=xxh32",
-                                          "dedup.near.scheme=affine32", "dedup.near.bands=null",
-                                          "dedup.near.rows=null", "dedup.near.verify=true"])
+                corpus,
+                Path(tmp) / "v",
+                [
+                    "dedup.near.shingle=word",
+                    "dedup.near.ngram=5",
+                    "dedup.near.hash=xxh32",
+                    "dedup.near.scheme=affine32",
+                    "dedup.near.bands=null",
+                    "dedup.near.rows=null",
+                    "dedup.near.verify=true",
+                ],
+            )
             r.update(quality(Path(tmp) / "v", corpus, params))
             r["removals_below_0.6"] = removals_below(Path(tmp) / "v", params)
             print(json.dumps(r, indent=2), flush=True)

@@ -12,6 +12,7 @@ write), with a SlimPajama-style single-process baseline measured in the same scr
    driver and every Ray process it started; PSS counts shared object-store pages once).
 Results print as a table and land in bench/out/results.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,8 @@ from make_corpus import build  # noqa: E402
 
 from slimpipe.config import load_preset  # noqa: E402
 from slimpipe.io.inputs import discover, plan_chunks  # noqa: E402
-from slimpipe.stages.clean import Cleaner  # noqa: E402
 from slimpipe.rundir import RunDir  # noqa: E402
+from slimpipe.stages.clean import Cleaner  # noqa: E402
 from slimpipe.stages.exact_dedup import INDEX_COLUMNS, find_duplicates  # noqa: E402
 from slimpipe.stages.filters import FilterStage  # noqa: E402
 from slimpipe.stages.normalize import Normalizer  # noqa: E402
@@ -78,7 +79,10 @@ def stage_throughput(corpus: Path, text_mb: float) -> dict:
 
         timed("exact dedup", dedup)
         shards = plan_shards(rd.in_input_order(rd.kept_parts(), chunks), 128 << 20)
-        timed("write shards", lambda: [write_document_shard(s, tmp, work, 3, {"holdout_ratio": 0, "seed": 0}) for s in shards])
+        timed(
+            "write shards",
+            lambda: [write_document_shard(s, tmp, work, 3, {"holdout_ratio": 0, "seed": 0}) for s in shards],
+        )
     result = {k: {"seconds": round(v, 3), "mb_s_per_core": round(text_mb / v, 2)} for k, v in times.items()}
     total = sum(times.values())
     result["all stages, one core"] = {"seconds": round(total, 3), "mb_s_per_core": round(text_mb / total, 2)}
@@ -136,8 +140,20 @@ def slimpipe_env() -> dict:
 
 def whole_run(corpus: Path, text_mb: float, cores: int) -> dict:
     with tempfile.TemporaryDirectory(dir=OUT) as tmp:
-        cmd = [sys.executable, "-m", "slimpipe.cli", "run", "--preset", "slimpajama", "--input", str(corpus),
-               "--output", f"{tmp}/run", "--set", "ray.progress_bars=false"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "slimpipe.cli",
+            "run",
+            "--preset",
+            "slimpajama",
+            "--input",
+            str(corpus),
+            "--output",
+            f"{tmp}/run",
+            "--set",
+            "ray.progress_bars=false",
+        ]
         secs, peak, _ = run_measured(cmd, slimpipe_env())
         stats = json.loads(Path(f"{tmp}/run/stats.json").read_text())
     timings = stats["timings_s"]
@@ -146,7 +162,9 @@ def whole_run(corpus: Path, text_mb: float, cores: int) -> dict:
         "mb_s_per_core": round(text_mb / secs / cores, 2),
         "pipeline_seconds": round(timings["total"], 2),
         "pipeline_mb_s_per_core": round(text_mb / timings["total"] / cores, 2),
-        "stages_mb_s_per_core": {k: round(text_mb / v / cores, 2) for k, v in timings.items() if k != "total" and v > 0},
+        "stages_mb_s_per_core": {
+            k: round(text_mb / v / cores, 2) for k, v in timings.items() if k != "total" and v > 0
+        },
         "peak_pss_mb": round(peak / 2**20, 1),
         "conservation": stats["conservation"],
         "duplication_pct": stats["totals"]["dedup"]["byte_duplication_pct"],

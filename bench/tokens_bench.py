@@ -12,6 +12,7 @@
 4. The whole Arrow export (read tokens, pack, write) on all cores.
 Results print as a table and land in bench/out/tokens_results.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,10 +42,28 @@ def prepare_run(mb: float) -> Path:
         build(mb, corpus, [])
     run_dir = OUT / f"tokrun-{mb:g}"
     if not (run_dir / "stats.json").exists():
-        subprocess.run([sys.executable, "-m", "slimpipe.cli", "run", "--preset", "slimpajama", "--input", str(corpus),
-                        "--output", str(run_dir), "--set", "dedup.near.enabled=false",
-                        "--set", "split.holdout_ratio=0.01", "--set", "ray.progress_bars=false"],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "slimpipe.cli",
+                "run",
+                "--preset",
+                "slimpajama",
+                "--input",
+                str(corpus),
+                "--output",
+                str(run_dir),
+                "--set",
+                "dedup.near.enabled=false",
+                "--set",
+                "split.holdout_ratio=0.01",
+                "--set",
+                "ray.progress_bars=false",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return run_dir
 
 
@@ -98,11 +117,19 @@ def packing(run_dir: Path) -> list[dict]:
             materialize_torch(tokens, starts, p, 0, "cpu")
             t_torch = time.perf_counter() - t
             n = int(lengths.sum())
-            rows.append({"seq_len": seq_len, "method": method, "documents": len(lengths), "tokens": n,
-                         "split_share": p.split_documents() / len(lengths),
-                         "padding_share": 1 - n / (p.num_sequences * seq_len),
-                         "plan_Mtok_s": n / t_plan / 1e6, "numpy_Mtok_s": n / (t_plan + t_np) / 1e6,
-                         "torch_cpu_Mtok_s": n / (t_plan + t_torch) / 1e6})
+            rows.append(
+                {
+                    "seq_len": seq_len,
+                    "method": method,
+                    "documents": len(lengths),
+                    "tokens": n,
+                    "split_share": p.split_documents() / len(lengths),
+                    "padding_share": 1 - n / (p.num_sequences * seq_len),
+                    "plan_Mtok_s": n / t_plan / 1e6,
+                    "numpy_Mtok_s": n / (t_plan + t_np) / 1e6,
+                    "torch_cpu_Mtok_s": n / (t_plan + t_torch) / 1e6,
+                }
+            )
     return rows
 
 
@@ -127,10 +154,14 @@ def main() -> None:
         plain.append(plain_sentencepiece(args.model, texts, cpus))
         ours.append(slimpipe_tokenize(run_dir, args.model))
     del texts
-    tok = {"text_MB": text_mb, "cores": cpus,
-           "plain_MB_s_per_core": text_mb / statistics.median(plain) / cpus,
-           "stage_MB_s_per_core": text_mb / statistics.median(ours) / cpus,
-           "plain_s": plain, "stage_s": ours}
+    tok = {
+        "text_MB": text_mb,
+        "cores": cpus,
+        "plain_MB_s_per_core": text_mb / statistics.median(plain) / cpus,
+        "stage_MB_s_per_core": text_mb / statistics.median(ours) / cpus,
+        "plain_s": plain,
+        "stage_s": ours,
+    }
     tok["ratio"] = tok["stage_MB_s_per_core"] / tok["plain_MB_s_per_core"]
     pack_rows = packing(run_dir)
 
@@ -147,14 +178,23 @@ def main() -> None:
 
     results = {"tokenize": tok, "packing": pack_rows, "export_arrow_2048_bfd": exp}
     (OUT / "tokens_results.json").write_text(json.dumps(results, indent=2))
-    print(f"tokenize {text_mb:.1f} MB on {cpus} cores: plain sentencepiece {tok['plain_MB_s_per_core']:.2f} MB/s/core, "
-          f"tokenize stage {tok['stage_MB_s_per_core']:.2f} MB/s/core, ratio {tok['ratio']:.2f}")
-    print(f"{'seq_len':>7} {'method':>6} {'split %':>8} {'pad %':>6} {'plan':>8} {'+numpy':>8} {'+torch':>8}  Mtok/s, 1 core")
+    print(
+        f"tokenize {text_mb:.1f} MB on {cpus} cores: plain sentencepiece {tok['plain_MB_s_per_core']:.2f} MB/s/core, "
+        f"tokenize stage {tok['stage_MB_s_per_core']:.2f} MB/s/core, ratio {tok['ratio']:.2f}"
+    )
+    print(
+        f"{'seq_len':>7} {'method':>6} {'split %':>8} {'pad %':>6} {'plan':>8} {'+numpy':>8} {'+torch':>8}"
+        "  Mtok/s, 1 core"
+    )
     for r in pack_rows:
-        print(f"{r['seq_len']:>7} {r['method']:>6} {100 * r['split_share']:>8.2f} {100 * r['padding_share']:>6.2f} "
-              f"{r['plan_Mtok_s']:>8.1f} {r['numpy_Mtok_s']:>8.1f} {r['torch_cpu_Mtok_s']:>8.1f}")
-    print(f"export arrow (bfd, 2048): {tokens / 1e6:.1f} M tokens in {t_export:.1f} s, "
-          f"{exp['Mtok_s_per_core']:.1f} M tokens/s/core")
+        print(
+            f"{r['seq_len']:>7} {r['method']:>6} {100 * r['split_share']:>8.2f} {100 * r['padding_share']:>6.2f} "
+            f"{r['plan_Mtok_s']:>8.1f} {r['numpy_Mtok_s']:>8.1f} {r['torch_cpu_Mtok_s']:>8.1f}"
+        )
+    print(
+        f"export arrow (bfd, 2048): {tokens / 1e6:.1f} M tokens in {t_export:.1f} s, "
+        f"{exp['Mtok_s_per_core']:.1f} M tokens/s/core"
+    )
 
 
 if __name__ == "__main__":

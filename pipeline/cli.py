@@ -1,4 +1,5 @@
 """The `slimpipe` command."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,8 +9,8 @@ import sys
 from pathlib import Path
 
 from slimpipe import __version__
-from slimpipe.errors import ConfigError
 from slimpipe.config import preset_names, resolve
+from slimpipe.errors import ConfigError
 from slimpipe.stages.export import FORMATS
 
 SAMPLE_DIR = Path(__file__).with_name("sample")
@@ -38,7 +39,8 @@ def _cmd_run(args) -> int:
 
 
 def _load_stats(run_dir: str) -> dict:
-    from slimpipe.io.fs import read_json, resolve as resolve_path
+    from slimpipe.io.fs import read_json
+    from slimpipe.io.fs import resolve as resolve_path
 
     fs, path = resolve_path(run_dir)
     try:
@@ -80,9 +82,18 @@ def _cmd_train_quality(args) -> int:
     from slimpipe.quality import train_quality
 
     try:
-        result = train_quality(args.positive, args.negative, args.output, text_field=args.text_field,
-                               holdout=args.holdout, epoch=args.epoch, lr=args.lr, word_ngrams=args.word_ngrams,
-                               dim=args.dim, seed=args.seed)
+        result = train_quality(
+            args.positive,
+            args.negative,
+            args.output,
+            text_field=args.text_field,
+            holdout=args.holdout,
+            epoch=args.epoch,
+            lr=args.lr,
+            word_ngrams=args.word_ngrams,
+            dim=args.dim,
+            seed=args.seed,
+        )
     except ConfigError as exc:
         print(f"slimpipe: error: {exc}", file=sys.stderr)
         return 2
@@ -106,8 +117,10 @@ def _later_step(fn, *args, **kwargs) -> int:
 
 def _with_flags(args, keys: dict[str, str]) -> list[str]:
     """--set overrides plus the flags given that stand for config keys (flag name -> key)."""
-    return [*args.set, *(f"{key}={getattr(args, flag)}" for flag, key in keys.items()
-                         if getattr(args, flag) is not None)]
+    return [
+        *args.set,
+        *(f"{key}={getattr(args, flag)}" for flag, key in keys.items() if getattr(args, flag) is not None),
+    ]
 
 
 def _cmd_train_tokenizer(args) -> int:
@@ -140,8 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", help=f"named preset ({', '.join(preset_names())}); default: web")
     r.add_argument("--input", nargs="+", metavar="PATH", help="files, folders (recursive) or globs")
     r.add_argument("--output", help="run directory (default runs/sample)")
-    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set filters.length.min_chars=100")
+    r.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set filters.length.min_chars=100",
+    )
     r.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     r.set_defaults(func=_cmd_run)
 
@@ -181,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("tokenize", help="tokenize RUN/documents into RUN/tokens/*.arrow")
     k.add_argument("run")
-    k.add_argument("--model", metavar="FILE", help="a SentencePiece .model (default: the one train-tokenizer stored in RUN)")
+    k.add_argument(
+        "--model", metavar="FILE", help="a SentencePiece .model (default: the one train-tokenizer stored in RUN)"
+    )
     k.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
     k.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     k.set_defaults(func=_cmd_tokenize)

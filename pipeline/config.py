@@ -1,4 +1,5 @@
 """Configuration: a preset, a YAML file and `--set key=value` overrides, validated before any work."""
+
 from __future__ import annotations
 
 import copy
@@ -10,8 +11,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from slimpipe.schemas import CONFIG_SCHEMA_PATH
 from slimpipe.errors import ConfigError
+from slimpipe.schemas import CONFIG_SCHEMA_PATH
 
 PRESET_DIR = Path(__file__).with_name("presets")
 DEFAULT_PRESET = "web"

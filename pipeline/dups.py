@@ -2,6 +2,7 @@
 shown against its survivor word by word, `[-only in the survivor-]` and `{+only in the removed
 copy+}`, with the similarity the run estimated from signatures and the true Jaccard of the two
 shingle sets, so a person can judge each removal."""
+
 from __future__ import annotations
 
 import difflib
@@ -10,9 +11,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from slimpipe.errors import ConfigError
+from slimpipe.io.fs import exists, join, read_json, resolve
 from slimpipe.stages.minhash import MinHashParams, jaccard, shingle_set
 from slimpipe.stages.normalize import normalize_text
-from slimpipe.io.fs import exists, join, read_json, resolve
 
 CONTEXT_WORDS = 8
 MAX_CHANGES = 12
@@ -75,8 +76,10 @@ def _format_cluster(run: _Run, cluster_id: str) -> str:
     kind = members["kind"][0].as_py()
     kept_id = members["kept_id"][0].as_py()
     kept = run.kept_text(kept_id)
-    lines = [f"cluster {cluster_id}: kept {kept_id} ({members['kept_source'][0].as_py()}), "
-             f"{members.num_rows} removed, kind {kind}"]
+    lines = [
+        f"cluster {cluster_id}: kept {kept_id} ({members['kept_source'][0].as_py()}), "
+        f"{members.num_rows} removed, kind {kind}"
+    ]
     rows = members.select(["id", "source", "file", "line", "similarity"]).to_pylist()
     for row in rows[:MAX_MEMBERS] if kind == "near" else rows:
         head = f"  removed {row['id']} ({row['source']}) {row['file']}:{row['line']}"
@@ -106,9 +109,12 @@ def show_sample(run_dir: str, n: int) -> str:
     run = _Run(run_dir)
     if run.dups is None:
         return "no duplicates in this run"
-    counts = run.dups.to_table(columns=["cluster_id", "kind"]).group_by(["kind", "cluster_id"]).aggregate(
-        [("cluster_id", "count")]).sort_by([("kind", "ascending"), ("cluster_id_count", "descending"),
-                                            ("cluster_id", "ascending")])
+    counts = (
+        run.dups.to_table(columns=["cluster_id", "kind"])
+        .group_by(["kind", "cluster_id"])
+        .aggregate([("cluster_id", "count")])
+        .sort_by([("kind", "ascending"), ("cluster_id_count", "descending"), ("cluster_id", "ascending")])
+    )
     picked = []
     for kind in ("exact", "near"):
         ids = counts.filter(pc.equal(counts["kind"], kind))["cluster_id"].to_pylist()

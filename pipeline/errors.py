@@ -1,4 +1,5 @@
 """The exceptions slimpipe raises on purpose, each a message for people (Ray-free)."""
+
 from __future__ import annotations
 
 

@@ -2,6 +2,7 @@
 task per tokens file, and OUT/manifest.json written last. A killed export resumes: a folder that
 holds only an unfinished export with the same settings is carried on, any other non-empty
 folder is refused."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,9 @@ from slimpipe.stages.export import FORMATS, SPLITS, ExportFormat, export_groups
 log = logging.getLogger("slimpipe")
 
 
-def export(run_uri: str, fmt: str, out_uri: str | None = None, overrides: list[str] | None = None,
-           address: str | None = None) -> dict:
+def export(
+    run_uri: str, fmt: str, out_uri: str | None = None, overrides: list[str] | None = None, address: str | None = None
+) -> dict:
     """Export the run's tokens; returns the manifest."""
     from slimpipe.runner import init_ray
 
@@ -35,16 +37,28 @@ def export(run_uri: str, fmt: str, out_uri: str | None = None, overrides: list[s
     config = later_config(state["config"], overrides)
     pack = config["pack"]
     out = ExportDir(out_uri or rd.uri_of(EXPORT, fmt))
-    settings = {"format": fmt, "seq_len": None, "method": None, "seed": pack["seed"],
-                "tokenizer_sha256": tok["model_sha256"], "pad_id": _pad_id(tok),
-                **fmt_cls.settings_of(pack, tok["vocab_size"])}
+    settings = {
+        "format": fmt,
+        "seq_len": None,
+        "method": None,
+        "seed": pack["seed"],
+        "tokenizer_sha256": tok["model_sha256"],
+        "pad_id": _pad_id(tok),
+        **fmt_cls.settings_of(pack, tok["vocab_size"]),
+    }
     _claim(out, settings)
 
     groups = rd.tokens_names()
     done = out.done.done()
-    todo = [{"group": g, "tokens": rd.tokens_uri(g),
-             "outputs": [{"split": s, "prefix": out.shard_prefix(s, g)} for s in SPLITS]}
-            for g in groups if g not in done]
+    todo = [
+        {
+            "group": g,
+            "tokens": rd.tokens_uri(g),
+            "outputs": [{"split": s, "prefix": out.shard_prefix(s, g)} for s in SPLITS],
+        }
+        for g in groups
+        if g not in done
+    ]
     t0 = time.time()
     if todo:
         started = init_ray(dict(config["ray"], address=address or config["ray"].get("address")))
@@ -70,8 +84,13 @@ def _group_record(row: dict, fmt_cls: type[ExportFormat]) -> dict:
     the file the manifest names."""
     splits = {}
     for s in row["splits"]:
-        record = {"documents": s["documents"], "empty": s["empty"], "tokens": s["tokens"],
-                  "sources": dict(s["sources"]), **dict(s["counters"])}
+        record = {
+            "documents": s["documents"],
+            "empty": s["empty"],
+            "tokens": s["tokens"],
+            "sources": dict(s["sources"]),
+            **dict(s["counters"]),
+        }
         if s["documents"]:  # a split without documents writes no file
             record["file"] = ExportDir.shard_name(s["split"], row["group"]) + fmt_cls.suffix
         splits[s["split"]] = record
@@ -87,20 +106,29 @@ def _claim(out: ExportDir, settings: dict) -> None:
             raise RunConflict(f"{out.uri} is not empty and holds no slimpipe export; choose an empty folder")
         previous = read_json(out.fs, out.state)
         if previous != settings:
-            raise RunConflict(f"{out.uri} holds an unfinished export with other settings "
-                              f"({json.dumps(previous, sort_keys=True)}); choose an empty folder")
+            raise RunConflict(
+                f"{out.uri} holds an unfinished export with other settings "
+                f"({json.dumps(previous, sort_keys=True)}); choose an empty folder"
+            )
         log.info("export: resuming the unfinished export in %s", out.uri)
     write_json_atomic(out.fs, out.state, settings)
 
 
-def _manifest(settings: dict, groups: list[dict], fmt_cls: type[ExportFormat], rd: RunDir, state: dict,
-              tok: dict) -> dict:
+def _manifest(
+    settings: dict, groups: list[dict], fmt_cls: type[ExportFormat], rd: RunDir, state: dict, tok: dict
+) -> dict:
     groups = sorted(groups, key=lambda g: g["group"])
     splits = {}
     shards = {}
     for split in SPLITS:
-        acc = {"documents": 0, "empty_skipped": 0, "tokens": 0, "files": [], "sources": {},
-               **dict.fromkeys(fmt_cls.counters, 0)}
+        acc = {
+            "documents": 0,
+            "empty_skipped": 0,
+            "tokens": 0,
+            "files": [],
+            "sources": {},
+            **dict.fromkeys(fmt_cls.counters, 0),
+        }
         written = [g["splits"][split] for g in groups if g["splits"][split]["documents"]]
         for g in groups:
             c = g["splits"][split]
@@ -117,11 +145,20 @@ def _manifest(settings: dict, groups: list[dict], fmt_cls: type[ExportFormat], r
         shards[split] = [(c["file"], c["tokens"]) for c in written]
     return {
         **{k: settings[k] for k in ("format", "seq_len", "method", "seed")},
-        "tokenizer": {"sha256": settings["tokenizer_sha256"], "vocab_size": tok["vocab_size"],
-                      "model": tok["model"], "bos": tok["bos"], "eos": tok["eos"], "special_ids": tok["special_ids"],
-                      "pad_id": settings["pad_id"]},
-        "source_run": {"path": rd.uri, "config_fingerprint": state["config_fingerprint"],
-                       "input_fingerprint": state["input_fingerprint"]},
+        "tokenizer": {
+            "sha256": settings["tokenizer_sha256"],
+            "vocab_size": tok["vocab_size"],
+            "model": tok["model"],
+            "bos": tok["bos"],
+            "eos": tok["eos"],
+            "special_ids": tok["special_ids"],
+            "pad_id": settings["pad_id"],
+        },
+        "source_run": {
+            "path": rd.uri,
+            "config_fingerprint": state["config_fingerprint"],
+            "input_fingerprint": state["input_fingerprint"],
+        },
         "splits": splits,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **fmt_cls.manifest_entries(settings, shards),

@@ -14,6 +14,7 @@ A batch: input_ids, position_ids, labels as int64 [batch, seq_len]; cu_seqlens a
 boundaries of every piece of every row in the flattened batch (what varlen attention kernels
 take); max_seqlen the longest piece.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,8 +30,10 @@ def _export_files(export_dir: str, split: str) -> tuple[dict, list[str]]:
     fs, path = resolve(export_dir)
     manifest = read_json(fs, join(path, "manifest.json"))
     if manifest["format"] != "arrow":
-        raise ValueError(f"{export_dir} is a {manifest['format']} export; the loader reads packed Arrow "
-                         "(slimpipe export --format arrow)")
+        raise ValueError(
+            f"{export_dir} is a {manifest['format']} export; the loader reads packed Arrow "
+            "(slimpipe export --format arrow)"
+        )
     base = export_dir.rstrip("/") if "://" in export_dir else path
     return manifest, [join(base, f) for f in manifest["splits"][split]["files"]]
 
@@ -51,8 +54,9 @@ def collate(rows: pa.Table, device="cpu") -> dict:
     n, seq_len = out["input_ids"].shape
     cu = column("cu_seqlens")
     values = torch.as_tensor(cu.flatten().to_numpy().astype(np.int64), device=device)
-    row = torch.repeat_interleave(torch.arange(n, device=device),
-                                  torch.as_tensor(np.diff(cu.offsets.to_numpy()), device=device))
+    row = torch.repeat_interleave(
+        torch.arange(n, device=device), torch.as_tensor(np.diff(cu.offsets.to_numpy()), device=device)
+    )
     flat = torch.unique_consecutive(values + row * seq_len)  # a row's end is the next row's start
     out["cu_seqlens"] = flat.to(torch.int32)
     out["max_seqlen"] = int((flat[1:] - flat[:-1]).max()) if len(flat) > 1 else 0
@@ -62,8 +66,17 @@ def collate(rows: pa.Table, device="cpu") -> dict:
 class PackedLoader:
     """Batches of one split of a packed Arrow export for one rank, resumable."""
 
-    def __init__(self, export_dir: str, split: str = "train", batch_size: int = 8, rank: int | None = None,
-                 world_size: int | None = None, seed: int = 0, device="cpu", drop_last: bool = True):
+    def __init__(
+        self,
+        export_dir: str,
+        split: str = "train",
+        batch_size: int = 8,
+        rank: int | None = None,
+        world_size: int | None = None,
+        seed: int = 0,
+        device="cpu",
+        drop_last: bool = True,
+    ):
         self.manifest, files = _export_files(export_dir, split)
         fs, _ = resolve(export_dir)
         tables = [read_arrow_stream(fs, f, BATCH_COLUMNS) for f in files]
@@ -96,14 +109,23 @@ class PackedLoader:
         self.batch = 0
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed, "rank": self.rank,
-                "world_size": self.world_size, "batch_size": self.batch_size, "sequences": self.sequences}
+        return {
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "seed": self.seed,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "batch_size": self.batch_size,
+            "sequences": self.sequences,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for key in ("seed", "world_size", "batch_size", "sequences"):
             if state[key] != getattr(self, key):
-                raise ValueError(f"the saved loader state has {key}={state[key]}, this loader "
-                                 f"{getattr(self, key)}; it cannot resume from it")
+                raise ValueError(
+                    f"the saved loader state has {key}={state[key]}, this loader "
+                    f"{getattr(self, key)}; it cannot resume from it"
+                )
         self.epoch, self.batch = state["epoch"], state["batch"]
 
 

@@ -6,25 +6,32 @@ Each step is recorded in run.json when complete, so a killed run resumes at the 
 step. Earlier runs named in `dedup.near.against` join with their stored signatures (nothing is
 recomputed); their documents take part in buckets and clusters but are never removed.
 """
+
 from __future__ import annotations
 
 import time
 
 from slimpipe.errors import ConfigError
 from slimpipe.io.fs import exists, join, read_json, write_json_atomic
-from slimpipe.rundir import (NEAR_COMPONENTS, NEAR_DUPSETS, NEAR_EDGES, NEAR_PARTS, NEAR_PREFIX, NEAR_VERIFIED,
-                             RunDir)
+from slimpipe.rundir import NEAR_COMPONENTS, NEAR_DUPSETS, NEAR_EDGES, NEAR_PARTS, NEAR_PREFIX, NEAR_VERIFIED, RunDir
 from slimpipe.stages.minhash import MinHashParams
-from slimpipe.stages.near_dedup import (SurvivorOutputs, find_candidate_edges, find_components, verify_edges,
-                                        write_survivors)
+from slimpipe.stages.near_dedup import (
+    SurvivorOutputs,
+    find_candidate_edges,
+    find_components,
+    verify_edges,
+    write_survivors,
+)
 from slimpipe.stages.near_dedup.lsh import resolve_bands
 
 STEPS = ("lsh", "verify", "components", "survivors")
 
 
 def _run_parts(rd: RunDir, chunks) -> list[dict]:
-    return [{"path": path, "chunk": chunk, "work": rd.uri_of("_work"), "reference": False}
-            for chunk, path, _ in rd.in_input_order(rd.kept_parts(), chunks)]
+    return [
+        {"path": path, "chunk": chunk, "work": rd.uri_of("_work"), "reference": False}
+        for chunk, path, _ in rd.in_input_order(rd.kept_parts(), chunks)
+    ]
 
 
 def reference_parts(against: list[str], near: dict) -> list[dict]:
@@ -40,11 +47,15 @@ def reference_parts(against: list[str], near: dict) -> list[dict]:
             raise ConfigError(f"dedup.near.against: {uri} has not finished")
         ref_near = state["config"]["dedup"].get("near", {})
         if not ref_near.get("enabled") or MinHashParams.from_config(ref_near) != mine:
-            raise ConfigError(f"dedup.near.against: {uri} has no signatures made with these MinHash "
-                              "settings (shingle, ngram, num_perm, seed, hash, scheme, short_docs)")
+            raise ConfigError(
+                f"dedup.near.against: {uri} has no signatures made with these MinHash "
+                "settings (shingle, ngram, num_perm, seed, hash, scheme, short_docs)"
+            )
         chunks = ref.load_plan() or []
-        out += [{"path": path, "chunk": chunk, "work": ref.uri_of("_work"), "reference": True}
-                for chunk, path, _ in ref.in_input_order(ref.kept_parts(), chunks)]
+        out += [
+            {"path": path, "chunk": chunk, "work": ref.uri_of("_work"), "reference": True}
+            for chunk, path, _ in ref.in_input_order(ref.kept_parts(), chunks)
+        ]
     return out
 
 
@@ -63,16 +74,30 @@ def _lsh(rd: RunDir, parts: list[dict], banding: dict, reducers: int) -> dict:
 
 def _verify(rd: RunDir, parts: list[dict], near: dict, reducers: int) -> dict:
     threshold = near["verify_threshold"] if near["verify_threshold"] is not None else near["threshold"]
-    return {"threshold": threshold, **verify_edges(parts, MinHashParams.from_config(near), threshold, reducers,
-                                                   rd.uri_of(*NEAR_EDGES), rd.uri_of(*NEAR_VERIFIED))}
+    return {
+        "threshold": threshold,
+        **verify_edges(
+            parts,
+            MinHashParams.from_config(near),
+            threshold,
+            reducers,
+            rd.uri_of(*NEAR_EDGES),
+            rd.uri_of(*NEAR_VERIFIED),
+        ),
+    }
 
 
 def _survivors(rd: RunDir, parts: list[dict], near: dict, nodes: int, reducers: int, level: int) -> dict:
     rd.clear_near_outputs()
-    out = SurvivorOutputs(duplicates=rd.uri_of("duplicates"), clusters=rd.uri_of("clusters"), prefix=NEAR_PREFIX,
-                          removed_lines=rd.uri_of(*NEAR_DUPSETS))
-    return write_survivors(parts, rd.uri_of(*NEAR_COMPONENTS), nodes, near["survivor"], near["source_priority"],
-                           reducers, out, level)
+    out = SurvivorOutputs(
+        duplicates=rd.uri_of("duplicates"),
+        clusters=rd.uri_of("clusters"),
+        prefix=NEAR_PREFIX,
+        removed_lines=rd.uri_of(*NEAR_DUPSETS),
+    )
+    return write_survivors(
+        parts, rd.uri_of(*NEAR_COMPONENTS), nodes, near["survivor"], near["source_priority"], reducers, out, level
+    )
 
 
 def stage_near_dedup(rd: RunDir, chunks, config: dict, reducers: int) -> None:

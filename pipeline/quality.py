@@ -1,5 +1,6 @@
 """`slimpipe train-quality`: the example files, read as the pipeline reads its inputs, train the
 quality filter's classifier."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -20,8 +21,9 @@ def example_texts(paths: list[str], text_field: str) -> Iterator[str]:
             yield from (t for t in table["text"].to_pylist() if t)
 
 
-def train_quality(positive: list[str], negative: list[str], output: str, text_field: str = "text",
-                  **fit_options) -> dict:
+def train_quality(
+    positive: list[str], negative: list[str], output: str, text_field: str = "text", **fit_options
+) -> dict:
     """Fit the classifier on the texts of the positive and negative example files; returns its
     figures on the held-out examples."""
     return fit(example_texts(positive, text_field), example_texts(negative, text_field), output, **fit_options)

@@ -1,5 +1,6 @@
 """The run directory: run.json (config, versions, fingerprints, stage status), the plan, and
 the bookkeeping that lets a killed run resume without redoing or mixing finished work."""
+
 from __future__ import annotations
 
 import platform
@@ -14,13 +15,19 @@ import pyarrow.fs as pafs
 
 from slimpipe import __version__
 from slimpipe.config import fingerprint
-from slimpipe.io.inputs import Chunk
-from slimpipe.io.fs import exists, join, list_files, read_json, remove_stale_tmp, resolve, write_json_atomic
 from slimpipe.errors import RunConflict
+from slimpipe.io.fs import exists, join, list_files, read_json, remove_stale_tmp, resolve, write_json_atomic
+from slimpipe.io.inputs import Chunk
+
 
 def _record_chunk_read(work_uri: str, chunk: Chunk, records: int) -> None:
     fs, work = resolve(work_uri)
     write_json_atomic(fs, join(work, "chunks", f"{chunk.key}.json"), {"chunk": chunk.to_dict(), "records": records})
+
+
+def _record_shard(work_uri: str, index: int, entry: dict) -> None:
+    fs, work = resolve(work_uri)
+    write_json_atomic(fs, join(work, "shards", f"{index:05d}.json"), entry)
 
 
 _PART = re.compile(r"^(\d+)-(\d+)-(\d+)-(\d+)\.parquet$")  # first line, rows, kept rows, kept bytes
@@ -112,8 +119,10 @@ class RunDir:
             raise RunConflict(f"{self.uri} is not a slimpipe run (it has no run.json)")
         self.state = read_json(self.fs, run_json)
         if self.state.get("status") != "done":
-            raise RunConflict(f"{self.uri} has not finished (status: {self.state.get('status')}); "
-                              "run `slimpipe run` on it again to resume it")
+            raise RunConflict(
+                f"{self.uri} has not finished (status: {self.state.get('status')}); "
+                "run `slimpipe run` on it again to resume it"
+            )
         return self.state
 
     def save(self) -> None:
@@ -197,6 +206,10 @@ class RunDir:
 
     # --- documents shards -------------------------------------------------------------------
 
+    def shard_recorder(self) -> Callable[[int, dict], None]:
+        """What the documents writer calls in its tasks once a shard is in place."""
+        return partial(_record_shard, self.uri_of("_work"))
+
     def done_shards(self) -> dict[int, dict]:
         out = {}
         for info in list_files(self.fs, join(self.work, "shards")):
@@ -252,8 +265,11 @@ class RunDir:
 
     def tokens_names(self) -> list[str]:
         """The units (groups, to export) that have a tokens file."""
-        return [i.base_name.removesuffix(".arrow") for i in list_files(self.fs, join(self.path, TOKENS))
-                if i.base_name.endswith(".arrow")]
+        return [
+            i.base_name.removesuffix(".arrow")
+            for i in list_files(self.fs, join(self.path, TOKENS))
+            if i.base_name.endswith(".arrow")
+        ]
 
     def tokens_done(self) -> Markers:
         return Markers(self.fs, join(self.path, *TOKENS_DONE))
@@ -267,8 +283,9 @@ class Markers:
         self.fs, self.folder = fs, folder
 
     def done(self) -> set[str]:
-        return {i.base_name.removesuffix(".json") for i in list_files(self.fs, self.folder)
-                if i.base_name.endswith(".json")}
+        return {
+            i.base_name.removesuffix(".json") for i in list_files(self.fs, self.folder) if i.base_name.endswith(".json")
+        }
 
     def write(self, name: str, record: dict) -> None:
         write_json_atomic(self.fs, join(self.folder, f"{name}.json"), record)
@@ -306,15 +323,24 @@ def versions() -> dict:
     import ftfy
     import ray
 
-    return {"slimpipe": __version__, "python": platform.python_version(), "ray": ray.__version__,
-            "pyarrow": pa.__version__, "ftfy": ftfy.__version__}
+    return {
+        "slimpipe": __version__,
+        "python": platform.python_version(),
+        "ray": ray.__version__,
+        "pyarrow": pa.__version__,
+        "ftfy": ftfy.__version__,
+    }
 
 
 def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     out = []
     for key in sorted(set(old) | set(new)):
-        if key in ("ray", "preset") and not prefix or (prefix == "input." and key == "paths") \
-                or (prefix == "output." and key == "path"):
+        if (
+            key in ("ray", "preset")
+            and not prefix
+            or (prefix == "input." and key == "paths")
+            or (prefix == "output." and key == "path")
+        ):
             continue
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
@@ -322,6 +348,3 @@ def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
         elif a != b:
             out.append(f"{prefix}{key}: {a!r} -> {b!r}")
     return out
-
-
-

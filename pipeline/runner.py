@@ -1,39 +1,37 @@
 """Runs the stages on Ray in order, resuming from what the run directory already holds:
 
-    read -> clean -> normalise -> filter -> MinHash signatures -> parts   (streaming, one fused
-        task per chunk)
-    index of parts -> shuffle on text hash -> duplicates, and per chunk the lines they hold
-    signatures in the parts -> LSH, verification, components, survivors (pipeline/near.py, stages/near_dedup)
-    parts minus duplicate lines -> documents shards (streamed, in input order)
-    outputs -> statistics (Ray tasks aggregating files) -> stats.json, report.html
+read -> clean -> normalise -> filter -> MinHash signatures -> parts   (streaming, one fused
+    task per chunk)
+index of parts -> shuffle on text hash -> duplicates, and per chunk the lines they hold
+signatures in the parts -> LSH, verification, components, survivors (pipeline/near.py, stages/near_dedup)
+parts minus duplicate lines -> documents shards (streamed, in input order)
+outputs -> statistics (Ray tasks aggregating files) -> stats.json, report.html
 """
+
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import time
 
-import pyarrow as pa
 import ray
 from ray.data.context import ShuffleStrategy
 
+from slimpipe.errors import ConservationError
 from slimpipe.io import inputs as inputs_mod
-from slimpipe.errors import ConfigError, ConservationError
+from slimpipe.io.fs import exists, join, read_json, write_json_atomic
 from slimpipe.near import banding_of, reference_parts, stage_near_dedup
 from slimpipe.rundir import NEAR_DUPSETS, NEAR_WORK, RunDir
 from slimpipe.split import stage_split
-from slimpipe.stages.clean import Cleaner
-from slimpipe.stages.exact_dedup import INDEX_COLUMNS, add_partition, find_duplicates
-from slimpipe.stages.filters import FilterStage
-from slimpipe.stages.minhash import SignStage
-from slimpipe.stages.normalize import Normalizer
+from slimpipe.stages.clean import clean
+from slimpipe.stages.exact_dedup import find_exact_duplicates
+from slimpipe.stages.filters import FilterStage, filter_documents
+from slimpipe.stages.minhash import sign
+from slimpipe.stages.normalize import normalize
 from slimpipe.stages.read import read_dataset
-from slimpipe.stages.write import PartWriter, plan_shards, write_document_shard
+from slimpipe.stages.write import plan_shards, write_parts, write_shards
 from slimpipe.stats import collect_stats, write_reports
-from slimpipe.io.fs import exists, join, read_json, resolve, write_json_atomic, write_parquet_atomic
-from slimpipe.stages.datasource import read_own_files
 
 log = logging.getLogger("slimpipe")
 
@@ -60,60 +58,6 @@ def _count_newlines(uri: str, start: int, end: int) -> int:
 
 def _count_newlines_on_cluster(jobs):
     return ray.get([_count_newlines.remote(*job) for job in jobs])
-
-
-# --- the per-batch stage functions (run inside Ray tasks) ------------------------------------
-
-
-def _clean(table: pa.Table, clean_cfg: dict) -> pa.Table:
-    return Cleaner(clean_cfg)(table)
-
-
-def _normalize(table: pa.Table, hash_normalized: bool, keep_normalized: bool) -> pa.Table:
-    return Normalizer(hash_normalized, keep_normalized)(table)
-
-
-def _filter(table: pa.Table, filters_cfg: dict, hash_normalized: bool, keep_normalized: bool) -> pa.Table:
-    return FilterStage(filters_cfg, Normalizer(hash_normalized, keep_normalized))(table)
-
-
-def _sign(table: pa.Table, near_cfg: dict) -> pa.Table:
-    return SignStage(near_cfg)(table)
-
-
-def _write_parts(table: pa.Table, run_uri: str, work_uri: str, level: int) -> pa.Table:
-    return PartWriter(run_uri, work_uri, level)(table)
-
-
-def _index_partition(table: pa.Table, partitions: int) -> pa.Table:
-    return add_partition(table.select(INDEX_COLUMNS), partitions)
-
-
-def _duplicates_of_partition(index: pa.Table, run_uri: str, level: int) -> pa.Table:
-    """One hash partition of the index: write its duplicates; hand on (chunk, line) of each."""
-    partition = int(index["partition"][0].as_py())
-    dups = find_duplicates(index)
-    if dups.num_rows:
-        fs, run = resolve(run_uri)
-        write_parquet_atomic(fs, join(run, "duplicates", f"part-{partition:05d}.parquet"),
-                             dups.drop_columns(["chunk"]), level)
-    return dups.select(["chunk", "line"])
-
-
-def _write_dupset(lines: pa.Table, work_uri: str) -> pa.Table:
-    """The duplicate lines of one chunk, for the documents writer to leave out."""
-    chunk = lines["chunk"][0].as_py()
-    fs, work = resolve(work_uri)
-    write_parquet_atomic(fs, join(work, "dupsets", f"{chunk}.parquet"), lines.select(["line"]).sort_by("line"))
-    return pa.table({"chunk": [chunk], "duplicates": [lines.num_rows]})
-
-
-def _write_shard(row: dict, run_uri: str, work_uri: str, level: int, split: dict) -> dict:
-    shard = json.loads(row["shard"])
-    entry = write_document_shard(shard, run_uri, work_uri, level, split)
-    fs, work = resolve(work_uri)
-    write_json_atomic(fs, join(work, "shards", f"{shard['index']:05d}.json"), entry)
-    return {"index": shard["index"], "rows": entry["rows"]}
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -196,24 +140,15 @@ def _stage_filter(rd: RunDir, chunks, config) -> None:
     # task's memory does not grow with the size of its input file.
     ctx = ray.data.DataContext.get_current()
     ctx.target_max_block_size = 2 * config["input"]["batch_bytes"]
-    ds = read_dataset(todo, config["input"], rd.chunk_read_recorder())
-    common = dict(batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
-    ds = ds.map_batches(_clean, fn_kwargs={"clean_cfg": config["clean"]}, **common)
     near = config["dedup"]["near"]
     norm = {"hash_normalized": config["dedup"]["exact"]["normalized"], "keep_normalized": near["enabled"]}
-    ds = ds.map_batches(_normalize, fn_kwargs=norm, **common)
-    ds = ds.map_batches(_filter, fn_kwargs={"filters_cfg": config["filters"], **norm}, **common)
-    if near["enabled"] and near["device"] == "gpu":
-        # one actor per GPU keeps the CUDA context and the permutations on the device
-        gpus = int(ray.cluster_resources().get("GPU", 0))
-        if not gpus:
-            raise ConfigError("dedup.near.device is gpu but the Ray cluster has no GPU")
-        ds = ds.map_batches(SignStage, fn_constructor_kwargs={"near_cfg": near}, num_gpus=1,
-                            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=gpus), **common)
-    elif near["enabled"]:
-        ds = ds.map_batches(_sign, fn_kwargs={"near_cfg": near}, **common)
-    ds = ds.map_batches(_write_parts, fn_kwargs={"run_uri": rd.uri_of(), "work_uri": rd.uri_of("_work"),
-                                                 "level": config["output"]["compression_level"]}, **common)
+    ds = read_dataset(todo, config["input"], rd.chunk_read_recorder())
+    ds = clean(ds, config["clean"])
+    ds = normalize(ds, **norm)
+    ds = filter_documents(ds, config["filters"], **norm)
+    if near["enabled"]:
+        ds = sign(ds, near, gpus=int(ray.cluster_resources().get("GPU", 0)))
+    ds = write_parts(ds, rd.uri_of(), rd.uri_of("_work"), config["output"]["compression_level"])
     for _ in ds.iter_batches(batch_size=None):
         pass
     complete = rd.complete_chunks(todo)
@@ -250,17 +185,15 @@ def _stage_dedup(rd: RunDir, config) -> None:
         return
     # Bound each reducer's share of the index to about a million rows (~100 MB).
     partitions = max(1, math.ceil(sum(p.rows for p in kept.values()) / 1_000_000))
-    level = config["output"]["compression_level"]
-    ds = read_own_files(rd.uri_of(), parts, columns=INDEX_COLUMNS)
-    ds = ds.map_batches(_index_partition, fn_kwargs={"partitions": partitions},
-                        batch_format="pyarrow", batch_size=None)
-    ds = ds.groupby("partition", num_partitions=_reducers(partitions)).map_groups(
-        _duplicates_of_partition, fn_kwargs={"run_uri": rd.uri_of(), "level": level},
-        batch_format="pyarrow")
-    ds = ds.groupby("chunk", num_partitions=_reducers(partitions)).map_groups(
-        _write_dupset, fn_kwargs={"work_uri": rd.uri_of("_work")}, batch_format="pyarrow")
-    for _ in ds.iter_batches(batch_size=None):
-        pass
+    find_exact_duplicates(
+        rd.uri_of(),
+        parts,
+        partitions,
+        _reducers(partitions),
+        rd.uri_of("duplicates"),
+        rd.uri_of("_work", "dupsets"),
+        config["output"]["compression_level"],
+    )
     rd.set_stage("exact_dedup", status="done", partitions=partitions)
 
 
@@ -276,16 +209,24 @@ def _stage_write(rd: RunDir, chunks, config) -> None:
     todo = [s for s in shards if s["index"] not in done]
     rd.set_stage("write", shards=len(shards), reused=len(done), todo=len(todo))
     if todo:
-        ds = ray.data.from_items([{"shard": json.dumps(s)} for s in todo], override_num_blocks=len(todo))
-        ds = ds.map(_write_shard, fn_kwargs={"run_uri": rd.uri_of(), "work_uri": rd.uri_of("_work"),
-                                              "level": config["output"]["compression_level"],
-                                              "split": config["split"]})
-        for _ in ds.iter_batches(batch_size=None):
-            pass
+        write_shards(
+            todo,
+            rd.uri_of(),
+            rd.uri_of("_work"),
+            config["output"]["compression_level"],
+            config["split"],
+            rd.shard_recorder(),
+        )
     done = rd.done_shards()
     entries = [done[s["index"]] for s in shards]
-    write_json_atomic(rd.fs, join(rd.path, "documents", "_manifest.json"),
-                      {"shards": entries, "rows": sum(e["rows"] for e in entries),
-                       "holdout_rows": sum(e["holdout_rows"] for e in entries),
-                       "text_bytes": sum(e["text_bytes"] for e in entries)})
+    write_json_atomic(
+        rd.fs,
+        join(rd.path, "documents", "_manifest.json"),
+        {
+            "shards": entries,
+            "rows": sum(e["rows"] for e in entries),
+            "holdout_rows": sum(e["holdout_rows"] for e in entries),
+            "text_bytes": sum(e["text_bytes"] for e in entries),
+        },
+    )
     rd.set_stage("write", status="done")

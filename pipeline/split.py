@@ -4,6 +4,7 @@ figures in run.json (the work itself is stages/decontaminate).
 
 All or nothing on resume: an interrupted split is redone whole (it is cheap beside dedup).
 """
+
 from __future__ import annotations
 
 import uuid
@@ -16,16 +17,20 @@ from slimpipe.stages.write import DUPSET_DIRS
 
 def _eval_input(config: dict) -> dict:
     split = config["split"]
-    return {**config["input"], "text_field": split["eval_text_field"] or config["input"]["text_field"],
-            "source": "eval"}
+    return {
+        **config["input"],
+        "text_field": split["eval_text_field"] or config["input"]["text_field"],
+        "source": "eval",
+    }
 
 
 def _holdout_counts(config: dict) -> bool:
     """After exact dedup of the normalised text no train document has the text of a holdout one, so
     the holdout adds nothing unless its n-grams count (the writer still marks each document's split)."""
     split, exact_dedup = config["split"], config["dedup"]["exact"]
-    return split["holdout_ratio"] > 0 and (split["holdout_ngrams"] and split["ngram"] > 0
-                                           or not (exact_dedup["enabled"] and exact_dedup["normalized"]))
+    return split["holdout_ratio"] > 0 and (
+        split["holdout_ngrams"] and split["ngram"] > 0 or not (exact_dedup["enabled"] and exact_dedup["normalized"])
+    )
 
 
 def _kept_documents(rd: RunDir, chunks) -> step.KeptDocuments:
@@ -45,14 +50,24 @@ def _decontaminate(rd: RunDir, chunks, config: dict, evals: list[InputFile], hol
     # by its path, and must not reuse one from an earlier attempt of the same run.
     attempt = uuid.uuid4().hex[:12]
     index_uri = rd.split_index_uri("contaminants", attempt)
-    figures = {**step.build_index(kept, split, holdout, evals, _eval_input(config), config["clean"], index_uri),
-               "ngrams_ignored": 0}
+    figures = {
+        **step.build_index(kept, split, holdout, evals, _eval_input(config), config["clean"], index_uri),
+        "ngrams_ignored": 0,
+    }
     if split["max_ngram_doc_freq"] is not None and figures["ngrams"] and kept.parts:
         capped_uri = rd.split_index_uri("index", attempt)
         figures.update(step.cap_index(kept, split, index_uri, figures["ngrams"], capped_uri))
         index_uri = capped_uri
-    figures.update(step.decontaminate(kept, split, index_uri, rd.uri_of("rejected"), rd.decontaminated_uri(),
-                                      config["output"]["compression_level"]))
+    figures.update(
+        step.decontaminate(
+            kept,
+            split,
+            index_uri,
+            rd.uri_of("rejected"),
+            rd.decontaminated_uri(),
+            config["output"]["compression_level"],
+        )
+    )
     return figures
 
 
@@ -66,5 +81,10 @@ def stage_split(rd: RunDir, chunks, config: dict) -> None:
     if not split["decontaminate"] or not evals and not holdout:
         rd.set_stage("split", status="done", holdout_ratio=split["holdout_ratio"], decontaminated=0)
         return
-    rd.set_stage("split", status="done", holdout_ratio=split["holdout_ratio"], eval_files=len(evals),
-                 **_decontaminate(rd, chunks, config, evals, holdout))
+    rd.set_stage(
+        "split",
+        status="done",
+        holdout_ratio=split["holdout_ratio"],
+        eval_files=len(evals),
+        **_decontaminate(rd, chunks, config, evals, holdout),
+    )

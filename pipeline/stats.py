@@ -3,6 +3,7 @@ source, documents and bytes in and out, and the conservation check
 `input records = kept + rejected + duplicates`. Aggregations run on Ray (no process reads the
 outputs whole): each task aggregates a group of files, and only a handful of rows per source
 come back to be merged."""
+
 from __future__ import annotations
 
 import html
@@ -18,26 +19,30 @@ from slimpipe.io.fs import join, read_json, resolve, write_bytes_atomic, write_j
 
 
 def _kept_columns(t: pa.Table) -> pa.Table:
-    return pa.table({
-        "source": t["source"],
-        "bytes_read": t["bytes_read"],
-        "bytes_clean": t["bytes_clean"],
-        "bytes_cut": pc.fill_null(t["bytes_cut"], 0),
-        "edited": pc.cast(pc.greater(pc.fill_null(t["bytes_cut"], 0), 0), pa.int64()),
-        "utf8_repaired": pc.cast(t["utf8_repaired"], pa.int64()),
-        "changed": pc.cast(pc.fill_null(t["changed_by_clean"], False), pa.int64()),
-    })
+    return pa.table(
+        {
+            "source": t["source"],
+            "bytes_read": t["bytes_read"],
+            "bytes_clean": t["bytes_clean"],
+            "bytes_cut": pc.fill_null(t["bytes_cut"], 0),
+            "edited": pc.cast(pc.greater(pc.fill_null(t["bytes_cut"], 0), 0), pa.int64()),
+            "utf8_repaired": pc.cast(t["utf8_repaired"], pa.int64()),
+            "changed": pc.cast(pc.fill_null(t["changed_by_clean"], False), pa.int64()),
+        }
+    )
 
 
 def _rejected_columns(t: pa.Table) -> pa.Table:
-    return pa.table({
-        "source": t["source"],
-        "stage": t["stage"],
-        "reason": t["reason"],
-        "bytes": pc.fill_null(t["bytes"], 0),
-        "bytes_clean": pc.fill_null(pc.binary_length(t["text"]), 0),
-        "utf8_repaired": pc.cast(pc.fill_null(t["utf8_repaired"], False), pa.int64()),
-    })
+    return pa.table(
+        {
+            "source": t["source"],
+            "stage": t["stage"],
+            "reason": t["reason"],
+            "bytes": pc.fill_null(t["bytes"], 0),
+            "bytes_clean": pc.fill_null(pc.binary_length(t["text"]), 0),
+            "utf8_repaired": pc.cast(pc.fill_null(t["utf8_repaired"], False), pa.int64()),
+        }
+    )
 
 
 def _dup_columns(t: pa.Table) -> pa.Table:
@@ -49,12 +54,24 @@ def _cluster_columns(t: pa.Table) -> pa.Table:
 
 
 _KINDS = {
-    "kept": (["source", "bytes_read", "bytes_clean", "bytes_cut", "utf8_repaired", "changed_by_clean"], _kept_columns,
-             ["source"], ["bytes_read", "bytes_clean", "bytes_cut", "edited", "utf8_repaired", "changed"]),
-    "rejected": (["source", "stage", "reason", "bytes", "text", "utf8_repaired"], _rejected_columns,
-                 ["source", "stage", "reason"], ["bytes", "bytes_clean", "utf8_repaired"]),
-    "duplicates": (["source", "kept_source", "kind", "bytes"], _dup_columns, ["source", "kept_source", "kind"],
-                   ["bytes"]),
+    "kept": (
+        ["source", "bytes_read", "bytes_clean", "bytes_cut", "utf8_repaired", "changed_by_clean"],
+        _kept_columns,
+        ["source"],
+        ["bytes_read", "bytes_clean", "bytes_cut", "edited", "utf8_repaired", "changed"],
+    ),
+    "rejected": (
+        ["source", "stage", "reason", "bytes", "text", "utf8_repaired"],
+        _rejected_columns,
+        ["source", "stage", "reason"],
+        ["bytes", "bytes_clean", "utf8_repaired"],
+    ),
+    "duplicates": (
+        ["source", "kept_source", "kind", "bytes"],
+        _dup_columns,
+        ["source", "kept_source", "kind"],
+        ["bytes"],
+    ),
     "clusters": (["size"], _cluster_columns, ["size"], []),
 }
 
@@ -65,7 +82,7 @@ def _aggregate(table: pa.Table, keys: list[str], sums: list[str]) -> pa.Table:
 
 
 def _plain_names(table: pa.Table, count_of: str) -> pa.Table:
-    """"source_count" -> "count", "bytes_sum" -> "bytes"; the key columns keep their names."""
+    """ "source_count" -> "count", "bytes_sum" -> "bytes"; the key columns keep their names."""
     names = {f"{count_of}_count": "count", "count_sum": "count"}
     return table.rename_columns([names.get(n, n.removesuffix("_sum")) for n in table.column_names])
 
@@ -75,8 +92,7 @@ def _aggregate_files(uri: str, paths: list[str], kind: str) -> pa.Table:
     """Partial aggregate of some output files; only a few rows per source travel back."""
     columns, project, keys, sums = _KINDS[kind]
     fs, _ = resolve(uri)
-    tables = [_aggregate(project(pq.read_table(p, columns=columns, filesystem=fs)), keys, sums)
-              for p in paths]
+    tables = [_aggregate(project(pq.read_table(p, columns=columns, filesystem=fs)), keys, sums) for p in paths]
     return pa.concat_tables(tables) if tables else None
 
 
@@ -84,8 +100,10 @@ def _group(rd, paths: list[str], kind: str, files_per_task: int = 64) -> list[di
     if not paths:
         return []
     _, _, keys, sums = _KINDS[kind]
-    refs = [_aggregate_files.remote(rd.uri_of(), paths[i : i + files_per_task], kind)
-            for i in range(0, len(paths), files_per_task)]
+    refs = [
+        _aggregate_files.remote(rd.uri_of(), paths[i : i + files_per_task], kind)
+        for i in range(0, len(paths), files_per_task)
+    ]
     partial = pa.concat_tables([t for t in ray.get(refs) if t is not None])
     total = partial.group_by(keys).aggregate([("count", "sum")] + [(c, "sum") for c in sums])
     return _plain_names(total, keys[0]).to_pylist()
@@ -129,8 +147,10 @@ def collect_stats(rd, chunks) -> dict:
         s[f"{r['kind']}_bytes"] += r["bytes"] or 0
         cross[r["kind"]][r["source"]][r["kept_source"]] += r["count"]
 
-    sources = {name: {**_source_stats(s), "rejected_by_reason": dict(sorted(source_reasons[name].items()))}
-               for name, s in sorted(src.items())}
+    sources = {
+        name: {**_source_stats(s), "rejected_by_reason": dict(sorted(source_reasons[name].items()))}
+        for name, s in sorted(src.items())
+    }
     totals = _source_stats({k: sum(s.get(k, 0) for s in src.values()) for k in {k for s in src.values() for k in s}})
     n_rejected = sum(e["documents"] for st in reasons.values() for e in st.values())
     n_dups = sum(s.get("exact_docs", 0) + s.get("near_docs", 0) for s in src.values())
@@ -150,9 +170,12 @@ def collect_stats(rd, chunks) -> dict:
         "near_dedup": _near_stats(rd),
         # the decontamination index: exact hashes, n-grams checked and those ignored as boilerplate
         "split": {k: v for k, v in rd.state["stages"].get("split", {}).items() if k != "status"},
-        "output": {"documents": manifest["rows"], "holdout_documents": manifest["holdout_rows"],
-                   "text_bytes": manifest["text_bytes"],
-                   "shards": len(manifest["shards"])},
+        "output": {
+            "documents": manifest["rows"],
+            "holdout_documents": manifest["holdout_rows"],
+            "text_bytes": manifest["text_bytes"],
+            "shards": len(manifest["shards"]),
+        },
         "chunks": {"planned": len(chunks), "read": sum(1 for c in chunks if c.key in records)},
     }
 
@@ -162,8 +185,12 @@ def _near_stats(rd) -> dict:
     info = rd.state["stages"].get("near_dedup", {})
     sizes = {r["size"]: r["count"] for r in _group(rd, rd.files("clusters"), "clusters")}
     bins = [(2, 2), (3, 5), (6, 10), (11, 100), (101, 1000), (1001, None)]
-    histogram = {(f"{lo}" if lo == hi else f"{lo}-{hi}" if hi else f">{lo - 1}"):
-                 sum(c for z, c in sizes.items() if z >= lo and (hi is None or z <= hi)) for lo, hi in bins}
+    histogram = {
+        (f"{lo}" if lo == hi else f"{lo}-{hi}" if hi else f">{lo - 1}"): sum(
+            c for z, c in sizes.items() if z >= lo and (hi is None or z <= hi)
+        )
+        for lo, hi in bins
+    }
     return {
         **{k: info[k] for k in ("banding", "lsh", "verify", "components") if k in info},
         "clusters": sum(sizes.values()),
@@ -173,9 +200,15 @@ def _near_stats(rd) -> dict:
 
 
 def _dedup_stage(docs_in: int, bytes_in: int, docs: int, nbytes: int) -> dict:
-    return {"documents_in": docs_in, "documents_out": docs_in - docs, "bytes_in": bytes_in,
-            "bytes_out": bytes_in - nbytes, "duplicates": docs, "bytes_removed": nbytes,
-            "byte_duplication_pct": round(100 * nbytes / bytes_in, 3) if bytes_in else 0.0}
+    return {
+        "documents_in": docs_in,
+        "documents_out": docs_in - docs,
+        "bytes_in": bytes_in,
+        "bytes_out": bytes_in - nbytes,
+        "duplicates": docs,
+        "bytes_removed": nbytes,
+        "byte_duplication_pct": round(100 * nbytes / bytes_in, 3) if bytes_in else 0.0,
+    }
 
 
 def _source_stats(s) -> dict:
@@ -189,22 +222,40 @@ def _source_stats(s) -> dict:
     dedup_in_docs, dedup_in_bytes = g("kept_docs"), g("kept_bytes_clean")
     exact = _dedup_stage(dedup_in_docs, dedup_in_bytes, g("exact_docs"), g("exact_bytes"))
     near = _dedup_stage(exact["documents_out"], exact["bytes_out"], g("near_docs"), g("near_bytes"))
-    both = _dedup_stage(dedup_in_docs, dedup_in_bytes, g("exact_docs") + g("near_docs"),
-                        g("exact_bytes") + g("near_bytes"))
-    decontaminated = {"documents_in": both["documents_out"], "bytes_in": both["bytes_out"],
-                      "documents_out": both["documents_out"] - g("rej_decontaminate_docs"),
-                      "bytes_out": both["bytes_out"] - g("rej_decontaminate_bytes_clean"),
-                      "removed": g("rej_decontaminate_docs"), "bytes_removed": g("rej_decontaminate_bytes_clean")}
+    both = _dedup_stage(
+        dedup_in_docs, dedup_in_bytes, g("exact_docs") + g("near_docs"), g("exact_bytes") + g("near_bytes")
+    )
+    decontaminated = {
+        "documents_in": both["documents_out"],
+        "bytes_in": both["bytes_out"],
+        "documents_out": both["documents_out"] - g("rej_decontaminate_docs"),
+        "bytes_out": both["bytes_out"] - g("rej_decontaminate_bytes_clean"),
+        "removed": g("rej_decontaminate_docs"),
+        "bytes_removed": g("rej_decontaminate_bytes_clean"),
+    }
     out_docs, out_bytes = decontaminated["documents_out"], decontaminated["bytes_out"]
     return {
-        "read": {"records": records, "bytes": bytes_read, "rejected": g("rej_read_docs"),
-                 "utf8_repaired": g("utf8_repaired")},
-        "clean": {"documents": clean_in_docs, "bytes_in": clean_in_bytes, "bytes_out": clean_out_bytes,
-                  "changed": g("changed")},
-        "filter": {"documents_in": clean_in_docs, "documents_out": dedup_in_docs,
-                   "bytes_in": clean_out_bytes, "bytes_out": dedup_in_bytes,
-                   "rejected": g("rej_filter_docs"), "documents_edited": g("kept_edited"),
-                   "bytes_cut": g("kept_bytes_cut")},
+        "read": {
+            "records": records,
+            "bytes": bytes_read,
+            "rejected": g("rej_read_docs"),
+            "utf8_repaired": g("utf8_repaired"),
+        },
+        "clean": {
+            "documents": clean_in_docs,
+            "bytes_in": clean_in_bytes,
+            "bytes_out": clean_out_bytes,
+            "changed": g("changed"),
+        },
+        "filter": {
+            "documents_in": clean_in_docs,
+            "documents_out": dedup_in_docs,
+            "bytes_in": clean_out_bytes,
+            "bytes_out": dedup_in_bytes,
+            "rejected": g("rej_filter_docs"),
+            "documents_edited": g("kept_edited"),
+            "bytes_cut": g("kept_bytes_cut"),
+        },
         "exact_dedup": exact,
         "near_dedup": near,
         "dedup": both,  # the headline: bytes removed by exact and near dedup together
@@ -218,7 +269,10 @@ def _source_stats(s) -> dict:
 
 def summary_text(stats: dict) -> str:
     lines = []
-    head = f"{'source':<20}{'records':>10}{'rejected':>10}{'dups':>9}{'kept':>10}{'MB in':>10}{'MB out':>10}{'dup bytes':>11}"
+    head = (
+        f"{'source':<20}{'records':>10}{'rejected':>10}{'dups':>9}{'kept':>10}{'MB in':>10}{'MB out':>10}"
+        f"{'dup bytes':>11}"
+    )
     lines.append(head)
     lines.append("-" * len(head))
     rows = list(stats["sources"].items()) + [("TOTAL", stats["totals"])]
@@ -233,13 +287,31 @@ def summary_text(stats: dict) -> str:
     lines.append("")
     lines.append(f"{'stage':<14}{'docs in':>10}{'docs out':>10}{'MB in':>10}{'MB out':>10}")
     for stage, d_in, d_out, b_in, b_out in (
-        ("read", t["read"]["records"], t["read"]["records"] - t["read"]["rejected"], t["read"]["bytes"],
-         t["clean"]["bytes_in"]),
+        (
+            "read",
+            t["read"]["records"],
+            t["read"]["records"] - t["read"]["rejected"],
+            t["read"]["bytes"],
+            t["clean"]["bytes_in"],
+        ),
         ("clean", t["clean"]["documents"], t["clean"]["documents"], t["clean"]["bytes_in"], t["clean"]["bytes_out"]),
-        ("filter", t["filter"]["documents_in"], t["filter"]["documents_out"], t["filter"]["bytes_in"],
-         t["filter"]["bytes_out"]),
-        *((f"{kind.replace('_', ' ')}", t[kind]["documents_in"], t[kind]["documents_out"],
-           t[kind]["bytes_in"], t[kind]["bytes_out"]) for kind in ("exact_dedup", "near_dedup", "decontaminate")),
+        (
+            "filter",
+            t["filter"]["documents_in"],
+            t["filter"]["documents_out"],
+            t["filter"]["bytes_in"],
+            t["filter"]["bytes_out"],
+        ),
+        *(
+            (
+                f"{kind.replace('_', ' ')}",
+                t[kind]["documents_in"],
+                t[kind]["documents_out"],
+                t[kind]["bytes_in"],
+                t[kind]["bytes_out"],
+            )
+            for kind in ("exact_dedup", "near_dedup", "decontaminate")
+        ),
     ):
         lines.append(f"{stage:<14}{d_in:>10}{d_out:>10}{b_in / 1e6:>10.2f}{b_out / 1e6:>10.2f}")
     if stats["rejected_by_reason"]:
@@ -253,27 +325,35 @@ def summary_text(stats: dict) -> str:
         b = near["banding"]
         lines.append("")
         sizes = ", ".join(f"{k}: {v}" for k, v in near["cluster_sizes"].items() if v)
-        lines.append(f"near dedup: {b['bands']} bands x {b['rows']} rows (threshold {b['threshold']}"
-                     f"{_recall_note(b)}); {near['clusters']} clusters"
-                     + (f", largest {near['largest_cluster']}; sizes {sizes}" if sizes else ""))
+        lines.append(
+            f"near dedup: {b['bands']} bands x {b['rows']} rows (threshold {b['threshold']}"
+            f"{_recall_note(b)}); {near['clusters']} clusters"
+            + (f", largest {near['largest_cluster']}; sizes {sizes}" if sizes else "")
+        )
     split = stats.get("split", {})  # absent in runs made before it was recorded
     if split.get("ngrams_ignored"):
         lines.append("")
-        lines.append(f"decontamination: {split['ngrams']} n-grams checked, {split['ngrams_ignored']} ignored as too "
-                     f"common in train (split.max_ngram_doc_freq); {split.get('spared_by_cap', 0)} train documents "
-                     "shared only ignored n-grams with the evaluation data")
+        lines.append(
+            f"decontamination: {split['ngrams']} n-grams checked, {split['ngrams_ignored']} ignored as too "
+            f"common in train (split.max_ngram_doc_freq); {split.get('spared_by_cap', 0)} train documents "
+            "shared only ignored n-grams with the evaluation data"
+        )
     if "tokens" in stats:
         tok = stats["tokens"]
         lines.append("")
         lines.append(f"tokens ({tok['dtype']}, vocabulary {tok['vocab_size']}, model {tok['model_sha256'][:12]}):")
         for name, s in [*sorted(tok["per_source"].items()), ("TOTAL", tok["total"])]:
-            lines.append(f"  {name[:19]:<20}{s['documents']:>10} docs{s['tokens']:>14} tokens"
-                         f"{s['tokens_per_byte']:>8.3f} per byte{s['empty']:>6} empty")
+            lines.append(
+                f"  {name[:19]:<20}{s['documents']:>10} docs{s['tokens']:>14} tokens"
+                f"{s['tokens_per_byte']:>8.3f} per byte{s['empty']:>6} empty"
+            )
     c = stats["conservation"]
     verdict = "holds" if c["holds"] else "VIOLATED"
     lines.append("")
-    lines.append(f"conservation {verdict}: {c['input_records']} input records = {c['kept']} kept + "
-                 f"{c['rejected']} rejected + {c['duplicates']} duplicates")
+    lines.append(
+        f"conservation {verdict}: {c['input_records']} input records = {c['kept']} kept + "
+        f"{c['rejected']} rejected + {c['duplicates']} duplicates"
+    )
     return "\n".join(lines)
 
 
@@ -286,9 +366,11 @@ def _recall_note(banding: dict) -> str:
 
 
 def _table_html(stats: dict) -> str:
-    cells = ["<tr><th>source</th>" + "".join(
-        f"<th>{st} docs in</th><th>{st} docs out</th>" for st in ("filter", "exact_dedup", "near_dedup")) +
-        "<th>records</th><th>MB read</th><th>MB kept</th><th>byte duplication</th></tr>"]
+    cells = [
+        "<tr><th>source</th>"
+        + "".join(f"<th>{st} docs in</th><th>{st} docs out</th>" for st in ("filter", "exact_dedup", "near_dedup"))
+        + "<th>records</th><th>MB read</th><th>MB kept</th><th>byte duplication</th></tr>"
+    ]
     for name, s in list(stats["sources"].items()) + [("TOTAL", stats["totals"])]:
         cells.append(
             f"<tr><td>{html.escape(name)}</td>"
@@ -296,7 +378,8 @@ def _table_html(stats: dict) -> str:
             f"<td>{s['exact_dedup']['documents_in']}</td><td>{s['exact_dedup']['documents_out']}</td>"
             f"<td>{s['near_dedup']['documents_in']}</td><td>{s['near_dedup']['documents_out']}</td>"
             f"<td>{s['read']['records']}</td><td>{s['read']['bytes'] / 1e6:.2f}</td>"
-            f"<td>{s['output']['bytes'] / 1e6:.2f}</td><td>{s['dedup']['byte_duplication_pct']:.2f}%</td></tr>")
+            f"<td>{s['output']['bytes'] / 1e6:.2f}</td><td>{s['dedup']['byte_duplication_pct']:.2f}%</td></tr>"
+        )
     return "<table>" + "".join(cells) + "</table>"
 
 
@@ -306,9 +389,11 @@ def _bars_svg(values: dict[str, float], unit: str) -> str:
     parts = [f'<svg width="{width + 200}" height="{row * len(values) + 10}" xmlns="http://www.w3.org/2000/svg">']
     for i, (name, v) in enumerate(values.items()):
         w = int(width * v / top)
-        parts.append(f'<text x="0" y="{i * row + 15}" font-size="12">{html.escape(name[:24])}</text>'
-                     f'<rect x="170" y="{i * row + 3}" width="{w}" height="16" fill="#4c78a8"/>'
-                     f'<text x="{175 + w}" y="{i * row + 15}" font-size="12">{v:.2f}{unit}</text>')
+        parts.append(
+            f'<text x="0" y="{i * row + 15}" font-size="12">{html.escape(name[:24])}</text>'
+            f'<rect x="170" y="{i * row + 3}" width="{w}" height="16" fill="#4c78a8"/>'
+            f'<text x="{175 + w}" y="{i * row + 15}" font-size="12">{v:.2f}{unit}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -319,15 +404,17 @@ def report_html(stats: dict) -> str:
     rej = {f"{st}: {r}": e["documents"] for st, rs in stats["rejected_by_reason"].items() for r, e in rs.items()}
     c = stats["conservation"]
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>slimpipe run report</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style>
 </head><body><h1>slimpipe run report</h1>
-<p>Conservation {'holds' if c['holds'] else '<b>VIOLATED</b>'}: {c['input_records']} input records =
-{c['kept']} kept + {c['rejected']} rejected + {c['duplicates']} duplicates.</p>
+<p>Conservation {"holds" if c["holds"] else "<b>VIOLATED</b>"}: {c["input_records"]} input records =
+{c["kept"]} kept + {c["rejected"]} rejected + {c["duplicates"]} duplicates.</p>
 <h2>Per source</h2>{_table_html(stats)}
-<h2>Byte duplication per source (exact and near)</h2>{_bars_svg(dup, '%')}
-<h2>Cluster sizes (near)</h2>{_bars_svg(stats["near_dedup"]["cluster_sizes"], '')}
-<h2>Probability of being caught by LSH, per Jaccard similarity</h2>{_bars_svg(curve, '') if curve else '<p>near dedup off</p>'}
-<h2>Rejected documents by reason</h2>{_bars_svg(rej, '') if rej else '<p>none</p>'}
+<h2>Byte duplication per source (exact and near)</h2>{_bars_svg(dup, "%")}
+<h2>Cluster sizes (near)</h2>{_bars_svg(stats["near_dedup"]["cluster_sizes"], "")}
+<h2>Probability of being caught by LSH, per Jaccard similarity</h2>
+{_bars_svg(curve, "") if curve else "<p>near dedup off</p>"}
+<h2>Rejected documents by reason</h2>{_bars_svg(rej, "") if rej else "<p>none</p>"}
 <h2>All statistics</h2><pre>{html.escape(json.dumps(stats, indent=2))}</pre>
 </body></html>"""
 

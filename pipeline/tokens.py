@@ -1,6 +1,7 @@
 """The steps after `slimpipe run` that make tokens: train a tokenizer on the run's documents,
 then tokenize them into RUN/tokens. Each records what it used in run.json and its counts in
 stats.json; a killed tokenize resumes with the units it had not finished."""
+
 from __future__ import annotations
 
 import logging
@@ -11,8 +12,18 @@ from slimpipe.config import later_config
 from slimpipe.errors import RunConflict
 from slimpipe.io.fs import join, read_json, write_bytes_atomic, write_json_atomic
 from slimpipe.rundir import STATS, TOKENIZER_INFO, TOKENIZER_MODEL, TOKENS, TOKENS_DONE, RunDir
-from slimpipe.stages.tokenize import (TokenizerError, load_model, model_sha256, plan_units, read_model,
-                                      sample_texts, special_ids, token_type, tokenize_units, train_model)
+from slimpipe.stages.tokenize import (
+    TokenizerError,
+    load_model,
+    model_sha256,
+    plan_units,
+    read_model,
+    sample_texts,
+    special_ids,
+    token_type,
+    tokenize_units,
+    train_model,
+)
 
 log = logging.getLogger("slimpipe")
 
@@ -33,24 +44,31 @@ def train_tokenizer(run_uri: str, overrides: list[str] | None = None) -> dict:
     try:
         blob = train_model(sample_texts(rd.document_uris(), settings, counts), settings)
     except RuntimeError as exc:
-        raise TokenizerError(f"SentencePiece could not train on the sample of {counts['documents']} "
-                             f"documents ({counts['bytes']} bytes): {exc}. A smaller --vocab-size or a "
-                             "larger tokenizer.sample_bytes may help.") from None
+        raise TokenizerError(
+            f"SentencePiece could not train on the sample of {counts['documents']} "
+            f"documents ({counts['bytes']} bytes): {exc}. A smaller --vocab-size or a "
+            "larger tokenizer.sample_bytes may help."
+        ) from None
     write_bytes_atomic(rd.fs, join(rd.path, *TOKENIZER_MODEL), blob)
     sp = load_model(blob)
-    info = {"sha256": model_sha256(blob), "vocab_size": sp.vocab_size(), "settings": settings,
-            "sample": counts, "special_ids": special_ids(sp, False, False)}
+    info = {
+        "sha256": model_sha256(blob),
+        "vocab_size": sp.vocab_size(),
+        "settings": settings,
+        "sample": counts,
+        "special_ids": special_ids(sp, False, False),
+    }
     write_json_atomic(rd.fs, join(rd.path, *TOKENIZER_INFO), info)
-    rd.set_stage("train_tokenizer", status="done", sha256=info["sha256"], vocab_size=info["vocab_size"],
-                 sample=counts)
+    rd.set_stage("train_tokenizer", status="done", sha256=info["sha256"], vocab_size=info["vocab_size"], sample=counts)
     return info
 
 
 # --- tokenize ---------------------------------------------------------------------------------
 
 
-def tokenize(run_uri: str, model_path: str | None = None, overrides: list[str] | None = None,
-             address: str | None = None) -> dict:
+def tokenize(
+    run_uri: str, model_path: str | None = None, overrides: list[str] | None = None, address: str | None = None
+) -> dict:
     """Tokenize RUN/documents into RUN/tokens/*.arrow; returns the token statistics."""
     from slimpipe.runner import init_ray
     from slimpipe.stats import write_reports
@@ -61,13 +79,21 @@ def tokenize(run_uri: str, model_path: str | None = None, overrides: list[str] |
     cfg = config["tokenize"]
     model_uri = model_path or rd.uri_of(*TOKENIZER_MODEL)
     if model_path is None and not rd.has_tokenizer():
-        raise TokenizerError(f"{run_uri} has no tokenizer yet: run `slimpipe train-tokenizer {run_uri}` "
-                             "first, or pass --model FILE")
+        raise TokenizerError(
+            f"{run_uri} has no tokenizer yet: run `slimpipe train-tokenizer {run_uri}` first, or pass --model FILE"
+        )
     model = read_model(model_uri)
     sp = load_model(model, model_uri)
-    settings = {"model": model_uri, "model_sha256": model_sha256(model), "vocab_size": sp.vocab_size(),
-                "dtype": str(token_type(sp.vocab_size())), "special_ids": special_ids(sp, cfg["bos"], cfg["eos"]),
-                "bos": cfg["bos"], "eos": cfg["eos"], "unit_bytes": cfg["unit_bytes"]}
+    settings = {
+        "model": model_uri,
+        "model_sha256": model_sha256(model),
+        "vocab_size": sp.vocab_size(),
+        "dtype": str(token_type(sp.vocab_size())),
+        "special_ids": special_ids(sp, cfg["bos"], cfg["eos"]),
+        "bos": cfg["bos"],
+        "eos": cfg["eos"],
+        "unit_bytes": cfg["unit_bytes"],
+    }
     _check_same_tokens(rd, state.get("stages", {}).get("tokenize"), settings)
     rd.set_stage("tokenize", status="running", **settings)
 
@@ -102,7 +128,8 @@ def _check_same_tokens(rd: RunDir, previous: dict | None, settings: dict) -> Non
         raise RunConflict(
             f"{rd.uri_of(TOKENS)} holds tokens made with other settings ({', '.join(changed)} differ; model "
             f"{previous.get('model_sha256', '?')[:12]} then, {settings['model_sha256'][:12]} now). "
-            f"Delete {rd.uri_of(TOKENS)} and {rd.uri_of(*TOKENS_DONE)} to tokenize again.")
+            f"Delete {rd.uri_of(TOKENS)} and {rd.uri_of(*TOKENS_DONE)} to tokenize again."
+        )
 
 
 def _token_stats(units: list[dict], settings: dict) -> dict:
@@ -118,6 +145,14 @@ def _token_stats(units: list[dict], settings: dict) -> dict:
     total = {k: sum(v[k] for v in per_source.values()) for k in keys}
     for acc in (*per_source.values(), *per_split.values(), total):
         acc["tokens_per_byte"] = round(acc["tokens"] / acc["bytes"], 4) if acc["bytes"] else 0.0
-    return {"per_source": per_source, "per_split": per_split, "total": total,
-            "model_sha256": settings["model_sha256"], "vocab_size": settings["vocab_size"],
-            "dtype": settings["dtype"], "bos": settings["bos"], "eos": settings["eos"], "files": len(units)}
+    return {
+        "per_source": per_source,
+        "per_split": per_split,
+        "total": total,
+        "model_sha256": settings["model_sha256"],
+        "vocab_size": settings["vocab_size"],
+        "dtype": settings["dtype"],
+        "bos": settings["bos"],
+        "eos": settings["eos"],
+        "files": len(units),
+    }

@@ -1,4 +1,5 @@
 """Arrow schemas of every table slimpipe writes: the one place a table's shape is written down."""
+
 from pathlib import Path
 
 import pyarrow as pa
@@ -43,9 +44,10 @@ RECORD = pa.schema(
     ]
 )
 
-DOCUMENT = pa.schema([RECORD.field(name) for name in
-                      ("id", "text", "source", "url", "meta", "file", "line", *(n for n, _ in SCORES))]
-                     + [pa.field("split", pa.string())])  # train | holdout
+DOCUMENT = pa.schema(
+    [RECORD.field(name) for name in ("id", "text", "source", "url", "meta", "file", "line", *(n for n, _ in SCORES))]
+    + [pa.field("split", pa.string())]
+)  # train | holdout
 
 REJECTED = pa.schema(
     [
@@ -96,24 +98,28 @@ CLUSTER = pa.schema(
 def tokens_schema(token_type: pa.DataType) -> pa.Schema:
     """RUN/tokens/*.arrow: one row per document; `input_ids` is uint16 while the vocabulary fits
     in it, else uint32, with BOS/EOS as the tokenize config says (none for an empty text)."""
-    return pa.schema([
-        ("id", pa.string()),
-        ("source", pa.string()),
-        ("split", pa.string()),  # train | holdout, as in RUN/documents
-        ("input_ids", pa.large_list(token_type)),
-    ])
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("source", pa.string()),
+            ("split", pa.string()),  # train | holdout, as in RUN/documents
+            ("input_ids", pa.large_list(token_type)),
+        ]
+    )
 
 
 def packed_schema(token_type: pa.DataType) -> pa.Schema:
     """Packed Arrow export: one row per training sequence of seq_len tokens."""
-    return pa.schema([
-        ("input_ids", pa.list_(token_type)),
-        ("position_ids", pa.list_(pa.int32())),  # restart at 0 at every piece (and the padding)
-        ("labels", pa.list_(pa.int32())),  # input ids, -100 at each piece's first token and padding
-        ("cu_seqlens", pa.list_(pa.int32())),  # piece boundaries, 0 .. seq_len
-        ("documents", pa.list_(pa.string())),  # ids of the documents whose pieces it holds, in order
-        ("document_offsets", pa.list_(pa.int64())),  # where in its document each piece starts
-    ])
+    return pa.schema(
+        [
+            ("input_ids", pa.list_(token_type)),
+            ("position_ids", pa.list_(pa.int32())),  # restart at 0 at every piece (and the padding)
+            ("labels", pa.list_(pa.int32())),  # input ids, -100 at each piece's first token and padding
+            ("cu_seqlens", pa.list_(pa.int32())),  # piece boundaries, 0 .. seq_len
+            ("documents", pa.list_(pa.string())),  # ids of the documents whose pieces it holds, in order
+            ("document_offsets", pa.list_(pa.int64())),  # where in its document each piece starts
+        ]
+    )
 
 
 # --- split and decontamination: the contaminant index and what decontamination removes -------
@@ -140,8 +146,7 @@ REMOVED_LINES = pa.schema([("line", pa.int64())])
 # --- near-dedup: the tables its steps pass through shuffles and leave under WORK/near --------
 
 # LSH: one row per document and band; the shuffle partition is the bucket key's.
-NEAR_BAND_ROW = pa.schema([("band", pa.int32()), ("key", pa.uint64()), ("node", pa.int64()),
-                           ("partition", pa.int64())])
+NEAR_BAND_ROW = pa.schema([("band", pa.int32()), ("key", pa.uint64()), ("node", pa.int64()), ("partition", pa.int64())])
 
 # WORK/near/edges/*.parquet: a bucket member u and its bucket's representative v (nodes).
 NEAR_EDGE = pa.schema([("u", pa.int64()), ("v", pa.int64())])
@@ -168,43 +173,65 @@ NEAR_DUPLICATE = DUPLICATE.append(pa.field("chunk", pa.string()))
 # --- tokenize and export: the work units the driver hands to actors, and what they hand back ---
 
 # One tokenize unit: consecutive row groups of one documents shard, tokenized into `out`.
-TOKENIZE_UNIT = pa.schema([
-    ("name", pa.string()),
-    ("file", pa.string()),  # the documents shard
-    ("row_groups", pa.list_(pa.int64())),
-    ("out", pa.string()),  # the tokens file (Arrow IPC stream) to write
-])
+TOKENIZE_UNIT = pa.schema(
+    [
+        ("name", pa.string()),
+        ("file", pa.string()),  # the documents shard
+        ("row_groups", pa.list_(pa.int64())),
+        ("out", pa.string()),  # the tokens file (Arrow IPC stream) to write
+    ]
+)
 
 # A finished tokenize unit: its documents, empty documents, tokens and text bytes per (source, split).
-TOKENIZE_DONE = pa.schema([
-    ("unit", pa.string()),
-    ("counts", pa.list_(pa.struct([
-        ("source", pa.string()),
-        ("split", pa.string()),
-        ("documents", pa.int64()),
-        ("empty", pa.int64()),
-        ("tokens", pa.int64()),
-        ("bytes", pa.int64()),
-    ]))),
-])
+TOKENIZE_DONE = pa.schema(
+    [
+        ("unit", pa.string()),
+        (
+            "counts",
+            pa.list_(
+                pa.struct(
+                    [
+                        ("source", pa.string()),
+                        ("split", pa.string()),
+                        ("documents", pa.int64()),
+                        ("empty", pa.int64()),
+                        ("tokens", pa.int64()),
+                        ("bytes", pa.int64()),
+                    ]
+                )
+            ),
+        ),
+    ]
+)
 
 # One export group: a tokens file, and where each split of it goes (a prefix the format extends).
-EXPORT_GROUP = pa.schema([
-    ("group", pa.string()),
-    ("tokens", pa.string()),
-    ("outputs", pa.list_(pa.struct([("split", pa.string()), ("prefix", pa.string())]))),
-])
+EXPORT_GROUP = pa.schema(
+    [
+        ("group", pa.string()),
+        ("tokens", pa.string()),
+        ("outputs", pa.list_(pa.struct([("split", pa.string()), ("prefix", pa.string())]))),
+    ]
+)
 
 # A finished export group, per split: documents written, empty ones skipped, tokens per source,
 # and the format's own counts (sequences, padding, ... for packed formats).
-EXPORT_DONE = pa.schema([
-    ("group", pa.string()),
-    ("splits", pa.list_(pa.struct([
-        ("split", pa.string()),
-        ("documents", pa.int64()),
-        ("empty", pa.int64()),
-        ("tokens", pa.int64()),
-        ("sources", pa.map_(pa.string(), pa.int64())),
-        ("counters", pa.map_(pa.string(), pa.int64())),
-    ]))),
-])
+EXPORT_DONE = pa.schema(
+    [
+        ("group", pa.string()),
+        (
+            "splits",
+            pa.list_(
+                pa.struct(
+                    [
+                        ("split", pa.string()),
+                        ("documents", pa.int64()),
+                        ("empty", pa.int64()),
+                        ("tokens", pa.int64()),
+                        ("sources", pa.map_(pa.string(), pa.int64())),
+                        ("counters", pa.map_(pa.string(), pa.int64())),
+                    ]
+                )
+            ),
+        ),
+    ]
+)

@@ -9,6 +9,7 @@ normaliser on text not yet normalised. `fix_text` runs that same loop with ftfy'
 but checks each gate first with a cheap test, and skips the whole loop for text where every
 gate but uncurling is shut. Tests show it equals `ftfy.fix_text`.
 """
+
 from __future__ import annotations
 
 import re
@@ -21,8 +22,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from ftfy.badness import BADNESS_RE
 from ftfy.chardata import CONTROL_CHARS, LIGATURES, WIDTH_MAP
-from ftfy.fixes import (fix_c1_controls, fix_character_width, fix_latin_ligatures, fix_line_breaks,
-                        fix_surrogates, remove_control_chars, remove_terminal_escapes, unescape_html)
+from ftfy.fixes import (
+    fix_c1_controls,
+    fix_character_width,
+    fix_latin_ligatures,
+    fix_line_breaks,
+    fix_surrogates,
+    remove_control_chars,
+    remove_terminal_escapes,
+    unescape_html,
+)
 
 # Printable ASCII without "&", plus tab and newline: no ftfy fixer touches a line of these.
 _FTFY_MAY_CHANGE = re.compile(r"[^\t\n\x20-\x25\x27-\x7e]")
@@ -75,15 +84,41 @@ _WIDTH_CHARS = _chars(WIDTH_MAP)
 _LINE_BREAK_CHARS = re.compile("[\r\u2028\u2029\x85]")
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _CONTROL_CHARS = _chars(CONTROL_CHARS)
-_ANY_FIXER_CHAR = _chars(set(CONTROL_CHARS) | set(LIGATURES) | set(WIDTH_MAP) | set(range(0x80, 0xA0))
-                         | {0x0D, 0x1B, 0x2028, 0x2029} | set(range(0xD800, 0xE000)))
+_ANY_FIXER_CHAR = _chars(
+    set(CONTROL_CHARS)
+    | set(LIGATURES)
+    | set(WIDTH_MAP)
+    | set(range(0x80, 0xA0))
+    | {0x0D, 0x1B, 0x2028, 0x2029}
+    | set(range(0xD800, 0xE000))
+)
 # ftfy's uncurl_quotes (SINGLE_QUOTE_RE, DOUBLE_QUOTE_RE) as plain replacements, which run at
 # memory speed; a test checks them against ftfy.
-_CURLY = (("\u02bc", "'"), ("\u2018", "'"), ("\u2019", "'"), ("\u201a", "'"), ("\u201b", "'"),
-          ("\u201c", '"'), ("\u201d", '"'), ("\u201e", '"'), ("\u201f", '"'))
-_FIXERS = ("remove_terminal_escapes", "fix_encoding", "restore_byte_a0", "replace_lossy_sequences",
-           "decode_inconsistent_utf8", "fix_c1_controls", "fix_latin_ligatures", "fix_character_width",
-           "uncurl_quotes", "fix_line_breaks", "fix_surrogates", "remove_control_chars")
+_CURLY = (
+    ("\u02bc", "'"),
+    ("\u2018", "'"),
+    ("\u2019", "'"),
+    ("\u201a", "'"),
+    ("\u201b", "'"),
+    ("\u201c", '"'),
+    ("\u201d", '"'),
+    ("\u201e", '"'),
+    ("\u201f", '"'),
+)
+_FIXERS = (
+    "remove_terminal_escapes",
+    "fix_encoding",
+    "restore_byte_a0",
+    "replace_lossy_sequences",
+    "decode_inconsistent_utf8",
+    "fix_c1_controls",
+    "fix_latin_ligatures",
+    "fix_character_width",
+    "uncurl_quotes",
+    "fix_line_breaks",
+    "fix_surrogates",
+    "remove_control_chars",
+)
 
 _CR = re.compile(r"\r\n?")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -155,8 +190,12 @@ def _only_uncurls(text: str, config: ftfy.TextFixerConfig, line: bool) -> bool:
     line of this text), so ftfy would only uncurl its quotes."""
     if _ANY_FIXER_CHAR.search(text):
         return False
-    if "&" in text and (not line or config.unescape_html and not (
-            config.unescape_html == "auto" and "<" in text) and unescape_html(text) != text):
+    if "&" in text and (
+        not line
+        or config.unescape_html
+        and not (config.unescape_html == "auto" and "<" in text)
+        and unescape_html(text) != text
+    ):
         return False
     if config.normalization and not unicodedata.is_normalized(config.normalization, text):
         return False
@@ -225,9 +264,7 @@ class Cleaner:
 
     def __init__(self, clean_cfg: dict):
         self.use_ftfy = clean_cfg["ftfy"]
-        self.ftfy_config = ftfy.TextFixerConfig(
-            normalization=clean_cfg["normalization"], explain=False
-        )
+        self.ftfy_config = ftfy.TextFixerConfig(normalization=clean_cfg["normalization"], explain=False)
         self.gated = _gates_apply(self.ftfy_config)
         self.max_blank_lines = clean_cfg["max_blank_lines"]
 
@@ -251,8 +288,20 @@ class Cleaner:
         out = pa.array(cleaned, pa.large_string())
         table = table.set_column(table.schema.get_field_index("text"), "text", out)
         table = table.set_column(
-            table.schema.get_field_index("changed_by_clean"), "changed_by_clean",
+            table.schema.get_field_index("changed_by_clean"),
+            "changed_by_clean",
             pa.array(changed, pa.bool_()),
         )
         nbytes = pc.if_else(pa.array(live), pc.binary_length(out), None)
         return table.set_column(table.schema.get_field_index("bytes_clean"), "bytes_clean", nbytes)
+
+
+def _clean_batch(table: pa.Table, clean_cfg: dict) -> pa.Table:
+    return Cleaner(clean_cfg)(table)
+
+
+def clean(ds, clean_cfg: dict):
+    """The clean stage over a Ray dataset of records (fused with its neighbours, one task a chunk)."""
+    return ds.map_batches(
+        _clean_batch, fn_kwargs={"clean_cfg": clean_cfg}, batch_format="pyarrow", batch_size=None, zero_copy_batch=True
+    )

@@ -1,5 +1,6 @@
 """Our own Parquet and Arrow IPC outputs read back as a Ray dataset, for the stages that take up
 what an earlier stage wrote."""
+
 from __future__ import annotations
 
 import pyarrow.parquet as pq
@@ -14,8 +15,14 @@ class OwnFiles(Datasource):
     files. The file list is known, so none of the listing and sampling that ray.data.read_parquet
     does up front (it takes seconds for a few hundred files)."""
 
-    def __init__(self, uri: str, paths: list[str], columns: list[str] | None = None,
-                 files_per_task: int = 8, fmt: str = "parquet"):
+    def __init__(
+        self,
+        uri: str,
+        paths: list[str],
+        columns: list[str] | None = None,
+        files_per_task: int = 8,
+        fmt: str = "parquet",
+    ):
         self.uri = uri
         self.columns = columns
         self.fmt = fmt
@@ -25,9 +32,13 @@ class OwnFiles(Datasource):
         return None
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit=None, data_context=None):
-        return [ReadTask(_file_reader(self.uri, group, self.columns, self.fmt),
-                         BlockMetadata(num_rows=None, size_bytes=None, input_files=tuple(group), exec_stats=None))
-                for group in self.groups]
+        return [
+            ReadTask(
+                _file_reader(self.uri, group, self.columns, self.fmt),
+                BlockMetadata(num_rows=None, size_bytes=None, input_files=tuple(group), exec_stats=None),
+            )
+            for group in self.groups
+        ]
 
 
 def _file_reader(uri: str, paths: list[str], columns: list[str] | None, fmt: str):
@@ -42,8 +53,9 @@ def _file_reader(uri: str, paths: list[str], columns: list[str] | None, fmt: str
     return read
 
 
-def read_own_files(uri: str, paths: list[str], columns: list[str] | None = None, fmt: str = "parquet",
-                   files_per_task: int = 8):
+def read_own_files(
+    uri: str, paths: list[str], columns: list[str] | None = None, fmt: str = "parquet", files_per_task: int = 8
+):
     import ray.data
 
     source = OwnFiles(uri, paths, columns, files_per_task, fmt)

@@ -3,12 +3,14 @@ line, id, source, bytes; about 100 bytes a document) is hash-partitioned by a Ra
 that all copies of a text meet in one partition; there the first copy in input order (file,
 then line) survives and every other copy becomes a duplicate row naming the survivor. The
 texts themselves never move: the documents writer drops duplicates by (chunk, line)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from slimpipe.io.fs import join, resolve, write_parquet_atomic
 from slimpipe.schemas import DUPLICATE
 
 INDEX_COLUMNS = ["id", "source", "file", "line", "chunk", "bytes_clean", "text_hash"]
@@ -29,8 +31,7 @@ def add_partition(table: pa.Table, partitions: int) -> pa.Table:
 def find_duplicates(index: pa.Table) -> pa.Table:
     """Duplicate rows (DUPLICATE columns plus `chunk`) of one partition of the index.
     Deterministic whatever the row order given."""
-    order = pc.sort_indices(index, [("text_hash", "ascending"), ("file", "ascending"),
-                                    ("line", "ascending")])
+    order = pc.sort_indices(index, [("text_hash", "ascending"), ("file", "ascending"), ("line", "ascending")])
     index = index.take(order)
     n = index.num_rows
     pairs = hash_words(index["text_hash"])
@@ -57,3 +58,53 @@ def find_duplicates(index: pa.Table) -> pa.Table:
         },
         schema=DUPLICATE.append(pa.field("chunk", pa.string())),
     )
+
+
+def _index_partition(table: pa.Table, partitions: int) -> pa.Table:
+    return add_partition(table.select(INDEX_COLUMNS), partitions)
+
+
+def _duplicates_of_partition(index: pa.Table, duplicates_uri: str, level: int) -> pa.Table:
+    """One hash partition of the index: write its duplicates; hand on (chunk, line) of each."""
+    partition = int(index["partition"][0].as_py())
+    dups = find_duplicates(index)
+    if dups.num_rows:
+        fs, out = resolve(duplicates_uri)
+        write_parquet_atomic(fs, join(out, f"part-{partition:05d}.parquet"), dups.drop_columns(["chunk"]), level)
+    return dups.select(["chunk", "line"])
+
+
+def _write_removed_lines(lines: pa.Table, removed_uri: str) -> pa.Table:
+    """The duplicate lines of one chunk, for the documents writer to leave out."""
+    chunk = lines["chunk"][0].as_py()
+    fs, out = resolve(removed_uri)
+    write_parquet_atomic(fs, join(out, f"{chunk}.parquet"), lines.select(["line"]).sort_by("line"))
+    return pa.table({"chunk": [chunk], "duplicates": [lines.num_rows]})
+
+
+def find_exact_duplicates(
+    parts_uri: str,
+    parts: list[str],
+    partitions: int,
+    reducers: int,
+    duplicates_uri: str,
+    removed_uri: str,
+    compression_level: int,
+) -> None:
+    """The narrow index of the parts, shuffled on the text hash into `partitions` (at most
+    `reducers` at once): each partition's duplicates go to DUPLICATES_URI/part-N.parquet, then
+    a shuffle on the chunk writes each chunk's removed lines to REMOVED_URI/CHUNK.parquet."""
+    from slimpipe.stages.datasource import read_own_files
+
+    ds = read_own_files(parts_uri, parts, columns=INDEX_COLUMNS)
+    ds = ds.map_batches(_index_partition, fn_kwargs={"partitions": partitions}, batch_format="pyarrow", batch_size=None)
+    ds = ds.groupby("partition", num_partitions=reducers).map_groups(
+        _duplicates_of_partition,
+        fn_kwargs={"duplicates_uri": duplicates_uri, "level": compression_level},
+        batch_format="pyarrow",
+    )
+    ds = ds.groupby("chunk", num_partitions=reducers).map_groups(
+        _write_removed_lines, fn_kwargs={"removed_uri": removed_uri}, batch_format="pyarrow"
+    )
+    for _ in ds.iter_batches(batch_size=None):
+        pass

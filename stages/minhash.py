@@ -13,6 +13,7 @@ Documents with fewer units than one n-gram follow `short_docs`: `whole` makes th
 normalised text their one shingle (they can only match an identical short text); `skip` gives
 them no shingle. A document with no shingle has no signature and takes no part in near-dedup.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from slimpipe.errors import ConfigError
 from slimpipe.stages.normalize import normalize_text
 from slimpipe.stages.shingle_hash import M32 as _M32
 from slimpipe.stages.shingle_hash import hash32, hash_tag, shingle_hash
@@ -44,7 +46,7 @@ class MinHashParams:
     short_docs: str = "whole"  # whole | skip
 
     @classmethod
-    def from_config(cls, near: dict) -> "MinHashParams":
+    def from_config(cls, near: dict) -> MinHashParams:
         return cls(**{k: near[k] for k in cls.__dataclass_fields__ if k in near})
 
     def permutations(self) -> tuple[np.ndarray, np.ndarray]:
@@ -141,8 +143,9 @@ def _signatures(data, offsets, word, ngram, tag, whole_if_short, legacy, a, b, s
     hashes = np.empty(BLOCK, np.uint64)
     sigs[:, :] = _EMPTY
     for i in range(len(offsets) - 1):
-        counts[i] = _shingles(data, offsets[i], offsets[i + 1], word, ngram, tag, whole_if_short,
-                              hashes, False, legacy, a, b, sigs[i])
+        counts[i] = _shingles(
+            data, offsets[i], offsets[i + 1], word, ngram, tag, whole_if_short, hashes, False, legacy, a, b, sigs[i]
+        )
 
 
 @nb.njit(cache=True)
@@ -151,8 +154,21 @@ def _all_shingles(data, offsets, word, ngram, tag, whole_if_short, hashes, count
     at = 0
     none = np.zeros(0, np.uint64)
     for i in range(len(offsets) - 1):
-        counts[i] = _shingles(data, offsets[i], offsets[i + 1], word, ngram, tag, whole_if_short,
-                              hashes[at:], True, False, none, none, np.zeros(0, np.uint32))
+        counts[i] = _shingles(
+            data,
+            offsets[i],
+            offsets[i + 1],
+            word,
+            ngram,
+            tag,
+            whole_if_short,
+            hashes[at:],
+            True,
+            False,
+            none,
+            none,
+            np.zeros(0, np.uint32),
+        )
         at += counts[i]
     return at
 
@@ -184,12 +200,24 @@ class Signer:
         counts = np.empty(len(norm_texts), np.int64)
         if self.device:
             hashes = np.empty(len(data) + len(norm_texts) + 1, np.uint64)
-            n = _all_shingles(data, offsets, p.shingle == "word", p.ngram, hash_tag(p.hash), p.short_docs == "whole",
-                              hashes, counts)
+            n = _all_shingles(
+                data, offsets, p.shingle == "word", p.ngram, hash_tag(p.hash), p.short_docs == "whole", hashes, counts
+            )
             return self._fold_torch(hashes[:n], counts), counts
         sigs = np.empty((len(norm_texts), p.num_perm), np.uint32)
-        _signatures(data, offsets, p.shingle == "word", p.ngram, hash_tag(p.hash), p.short_docs == "whole",
-                    p.scheme == "legacy", self.a, self.b, sigs, counts)
+        _signatures(
+            data,
+            offsets,
+            p.shingle == "word",
+            p.ngram,
+            hash_tag(p.hash),
+            p.short_docs == "whole",
+            p.scheme == "legacy",
+            self.a,
+            self.b,
+            sigs,
+            counts,
+        )
         return sigs, counts
 
     def sign(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -215,12 +243,12 @@ class Signer:
         out = torch.full((len(counts), len(self.a)), m32, dtype=torch.int64, device=dev)
         mersenne = (1 << 61) - 1
         for start in range(0, len(h), chunk):
-            x = h[start:start + chunk, None] * a[None, :] + b[None, :]
+            x = h[start : start + chunk, None] * a[None, :] + b[None, :]
             if self.params.scheme == "legacy":
                 x = (x & mersenne) + ((x >> 61) & 7)  # mod 2^61 - 1, exactly
                 x = torch.where(x >= mersenne, x - mersenne, x)
             x = x & m32
-            idx = doc[start:start + chunk, None].expand_as(x)
+            idx = doc[start : start + chunk, None].expand_as(x)
             out.scatter_reduce_(0, idx, x, reduce="amin", include_self=True)
         return out.cpu().numpy().astype(np.uint32)
 
@@ -231,8 +259,21 @@ def shingle_set(norm_text: str, params: MinHashParams) -> np.ndarray:
     n = int(offsets[1])
     out = np.empty(n + 1, np.uint64)
     none = np.zeros(0, np.uint64)
-    cnt = _shingles(data, 0, n, params.shingle == "word", params.ngram, hash_tag(params.hash),
-                    params.short_docs == "whole", out, True, False, none, none, np.zeros(0, np.uint32))
+    cnt = _shingles(
+        data,
+        0,
+        n,
+        params.shingle == "word",
+        params.ngram,
+        hash_tag(params.hash),
+        params.short_docs == "whole",
+        out,
+        True,
+        False,
+        none,
+        none,
+        np.zeros(0, np.uint32),
+    )
     return np.unique(out[:cnt])
 
 
@@ -243,7 +284,9 @@ def ngram_hashes(norm_text: str, n: int) -> np.ndarray:
     size = int(offsets[1])
     out = np.empty(size + 1, np.uint64)
     none = np.zeros(0, np.uint64)
-    cnt = _shingles(data, 0, size, True, n, hash_tag("fnv64"), True, out, True, False, none, none, np.zeros(0, np.uint32))
+    cnt = _shingles(
+        data, 0, size, True, n, hash_tag("fnv64"), True, out, True, False, none, none, np.zeros(0, np.uint32)
+    )
     return np.unique(out[:cnt])
 
 
@@ -263,7 +306,7 @@ def shingles(text: str, params: MinHashParams) -> list[bytes]:
     units = norm.split(" ") if params.shingle == "word" and norm else list(norm)
     sep = " " if params.shingle == "word" else ""
     if len(units) >= params.ngram:
-        return [sep.join(units[i:i + params.ngram]).encode() for i in range(len(units) - params.ngram + 1)]
+        return [sep.join(units[i : i + params.ngram]).encode() for i in range(len(units) - params.ngram + 1)]
     return [norm.encode()] if norm and params.short_docs == "whole" else []
 
 
@@ -271,8 +314,12 @@ def datasketch_minhash(text: str, params: MinHashParams):
     """A `datasketch.MinHash` of a raw text, for querying signatures a run wrote."""
     from datasketch import MinHash
 
-    m = MinHash(num_perm=params.num_perm, seed=params.seed, scheme=params.scheme,
-                hashfunc=lambda data: hash32(data, params.hash))
+    m = MinHash(
+        num_perm=params.num_perm,
+        seed=params.seed,
+        scheme=params.scheme,
+        hashfunc=lambda data: hash32(data, params.hash),
+    )
     m.update_batch(shingles(text, params))
     return m
 
@@ -303,11 +350,33 @@ class SignStage:
         flat = sigs.astype("<u4").tobytes()
         width = 4 * sigs.shape[1]
         for j, i in enumerate(idx):
-            minhash[i] = flat[j * width:(j + 1) * width]
+            minhash[i] = flat[j * width : (j + 1) * width]
         shingle_counts[idx] = counts
         names = table.schema.names
         table = table.set_column(names.index("minhash"), "minhash", pa.array(minhash, pa.binary()))
-        table = table.set_column(names.index("shingles"), "shingles",
-                                 pa.array(shingle_counts, pa.int32(), mask=~live))
-        return table.set_column(names.index("norm_text"), "norm_text",
-                                pa.nulls(table.num_rows, pa.large_string()))
+        table = table.set_column(names.index("shingles"), "shingles", pa.array(shingle_counts, pa.int32(), mask=~live))
+        return table.set_column(names.index("norm_text"), "norm_text", pa.nulls(table.num_rows, pa.large_string()))
+
+
+def _sign_batch(table: pa.Table, near_cfg: dict) -> pa.Table:
+    return SignStage(near_cfg)(table)
+
+
+def sign(ds, near_cfg: dict, gpus: int):
+    """The signature stage over a Ray dataset of records: fused tasks on CPUs, or with
+    `dedup.near.device: gpu` one actor per GPU, which keeps the CUDA context and the permutations
+    on the device (`gpus`: how many the cluster has)."""
+    import ray.data
+
+    common = dict(batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
+    if near_cfg["device"] != "gpu":
+        return ds.map_batches(_sign_batch, fn_kwargs={"near_cfg": near_cfg}, **common)
+    if not gpus:
+        raise ConfigError("dedup.near.device is gpu but the Ray cluster has no GPU")
+    return ds.map_batches(
+        SignStage,
+        fn_constructor_kwargs={"near_cfg": near_cfg},
+        num_gpus=1,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=gpus),
+        **common,
+    )

@@ -2,6 +2,7 @@
 whitespace collapsed), computed once per document and shared by the length rule (its length)
 and exact dedup (a blake2b-128 of it). The normalised text travels on (`norm_text`) only when
 near-dedup will shingle it; it is never written."""
+
 from __future__ import annotations
 
 import hashlib
@@ -42,11 +43,25 @@ class Normalizer:
             lengths.append(None if norm is None else len(norm))
             hashes.append(None if norm is None else text_hash(norm if self.hash_normalized else text))
         if self.keep_normalized:
-            table = table.set_column(table.schema.get_field_index("norm_text"), "norm_text",
-                                     pa.array(norms, pa.large_string()))
+            table = table.set_column(
+                table.schema.get_field_index("norm_text"), "norm_text", pa.array(norms, pa.large_string())
+            )
         table = table.set_column(
             table.schema.get_field_index("norm_chars"), "norm_chars", pa.array(lengths, pa.int64())
         )
-        return table.set_column(
-            table.schema.get_field_index("text_hash"), "text_hash", pa.array(hashes, pa.binary(16))
-        )
+        return table.set_column(table.schema.get_field_index("text_hash"), "text_hash", pa.array(hashes, pa.binary(16)))
+
+
+def _normalize_batch(table: pa.Table, hash_normalized: bool, keep_normalized: bool) -> pa.Table:
+    return Normalizer(hash_normalized, keep_normalized)(table)
+
+
+def normalize(ds, hash_normalized: bool, keep_normalized: bool):
+    """The normalise stage over a Ray dataset of records."""
+    return ds.map_batches(
+        _normalize_batch,
+        fn_kwargs={"hash_normalized": hash_normalized, "keep_normalized": keep_normalized},
+        batch_format="pyarrow",
+        batch_size=None,
+        zero_copy_batch=True,
+    )

@@ -15,6 +15,7 @@ Two steps, kept apart because they suit different hardware:
   It is pure gather/scatter, done by numpy on the CPU or by torch on a GPU, with identical
   results.
 """
+
 from __future__ import annotations
 
 import numba as nb
@@ -56,11 +57,12 @@ class Plan:
         np.maximum.at(fill, self.seq, self.seq_offset + self.length)
         return fill
 
-    def shuffled(self, rng: np.random.Generator) -> "Plan":
+    def shuffled(self, rng: np.random.Generator) -> Plan:
         """The same packing with the sequences in an order drawn from `rng`."""
         perm = rng.permutation(self.num_sequences)
-        return Plan(self.doc, self.doc_offset, self.length, perm[self.seq], self.seq_offset,
-                    self.num_sequences, self.seq_len)
+        return Plan(
+            self.doc, self.doc_offset, self.length, perm[self.seq], self.seq_offset, self.num_sequences, self.seq_len
+        )
 
 
 def plan(lengths: np.ndarray, seq_len: int, method: str) -> Plan:
@@ -83,8 +85,9 @@ def _plan_concat(lengths: np.ndarray, seq_len: int) -> Plan:
     starts = np.union1d(doc_start, np.arange(0, total, seq_len, dtype=np.int64))
     ends = np.append(starts[1:], total)
     doc = np.searchsorted(doc_start, starts, side="right") - 1
-    return Plan(doc, starts - doc_start[doc], ends - starts, starts // seq_len, starts % seq_len,
-                -(-total // seq_len), seq_len)
+    return Plan(
+        doc, starts - doc_start[doc], ends - starts, starts // seq_len, starts % seq_len, -(-total // seq_len), seq_len
+    )
 
 
 def _plan_bfd(lengths: np.ndarray, seq_len: int) -> Plan:
@@ -193,12 +196,16 @@ def materialize_numpy(tokens: np.ndarray, doc_start: np.ndarray, plan: Plan, pad
     labels[dest] = input_ids[dest]
     labels[plan.seq * L + plan.seq_offset] = IGNORE_INDEX
     offsets, cu = _cu_seqlens(plan, fill)
-    return {"input_ids": input_ids.reshape(n, L), "position_ids": position_ids.reshape(n, L),
-            "labels": labels.reshape(n, L), "cu_seqlens_offsets": offsets, "cu_seqlens": cu}
+    return {
+        "input_ids": input_ids.reshape(n, L),
+        "position_ids": position_ids.reshape(n, L),
+        "labels": labels.reshape(n, L),
+        "cu_seqlens_offsets": offsets,
+        "cu_seqlens": cu,
+    }
 
 
-def materialize_torch(tokens: np.ndarray, doc_start: np.ndarray, plan: Plan, pad_id: int,
-                      device: str) -> dict:
+def materialize_torch(tokens: np.ndarray, doc_start: np.ndarray, plan: Plan, pad_id: int, device: str) -> dict:
     """The same arrays built by torch on `device` (a GPU where there is one); returned as numpy
     so that both paths write the same files."""
     import torch
@@ -226,8 +233,13 @@ def materialize_torch(tokens: np.ndarray, doc_start: np.ndarray, plan: Plan, pad
     labels[dest] = input_ids[dest]
     labels[p_seq * L + p_seq_off] = IGNORE_INDEX
     offsets, cu = _cu_seqlens(plan, fill)
-    return {"input_ids": input_ids.view(n, L).cpu().numpy(), "position_ids": position_ids.view(n, L).cpu().numpy(),
-            "labels": labels.view(n, L).cpu().numpy(), "cu_seqlens_offsets": offsets, "cu_seqlens": cu}
+    return {
+        "input_ids": input_ids.view(n, L).cpu().numpy(),
+        "position_ids": position_ids.view(n, L).cpu().numpy(),
+        "labels": labels.view(n, L).cpu().numpy(),
+        "cu_seqlens_offsets": offsets,
+        "cu_seqlens": cu,
+    }
 
 
 def packed_table(arrays: dict, token_type: pa.DataType, doc_ids: pa.Array, plan: Plan) -> pa.Table:
@@ -241,12 +253,16 @@ def packed_table(arrays: dict, token_type: pa.DataType, doc_ids: pa.Array, plan:
 
     piece_counts = np.bincount(plan.seq, minlength=n)
     doc_offsets = pa.array(np.concatenate([[0], np.cumsum(piece_counts)]).astype(np.int32))
-    return pa.table({
-        "input_ids": fixed(arrays["input_ids"], token_type),
-        "position_ids": fixed(arrays["position_ids"], pa.int32()),
-        "labels": fixed(arrays["labels"], pa.int32()),
-        "cu_seqlens": pa.ListArray.from_arrays(pa.array(arrays["cu_seqlens_offsets"].astype(np.int32)),
-                                               pa.array(arrays["cu_seqlens"].astype(np.int32))),
-        "documents": pa.ListArray.from_arrays(doc_offsets, doc_ids.take(pa.array(plan.doc))),
-        "document_offsets": pa.ListArray.from_arrays(doc_offsets, pa.array(plan.doc_offset, pa.int64())),
-    }, schema=packed_schema(token_type))
+    return pa.table(
+        {
+            "input_ids": fixed(arrays["input_ids"], token_type),
+            "position_ids": fixed(arrays["position_ids"], pa.int32()),
+            "labels": fixed(arrays["labels"], pa.int32()),
+            "cu_seqlens": pa.ListArray.from_arrays(
+                pa.array(arrays["cu_seqlens_offsets"].astype(np.int32)), pa.array(arrays["cu_seqlens"].astype(np.int32))
+            ),
+            "documents": pa.ListArray.from_arrays(doc_offsets, doc_ids.take(pa.array(plan.doc))),
+            "document_offsets": pa.ListArray.from_arrays(doc_offsets, pa.array(plan.doc_offset, pa.int64())),
+        },
+        schema=packed_schema(token_type),
+    )

@@ -7,6 +7,7 @@ records, and records the reader cannot use, which travel on as rejected rows wit
 unreadable file) becomes one rejected row that names the file, the line and the error; the
 records before the damage are kept.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -21,9 +22,9 @@ import zstandard
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
+from slimpipe.io.fs import resolve
 from slimpipe.io.inputs import Chunk
 from slimpipe.schemas import RECORD
-from slimpipe.io.fs import resolve
 
 READ_BLOCK = 4 << 20
 MAX_BATCH_ROWS = 32768
@@ -50,16 +51,41 @@ class BatchBuilder:
 
     def _reset(self):
         self.cols: dict[str, list] = {
-            k: [] for k in ("id", "text", "source", "url", "meta", "line", "raw", "bytes_read",
-                            "utf8_repaired", "reject_reason", "reject_detail")
+            k: []
+            for k in (
+                "id",
+                "text",
+                "source",
+                "url",
+                "meta",
+                "line",
+                "raw",
+                "bytes_read",
+                "utf8_repaired",
+                "reject_reason",
+                "reject_detail",
+            )
         }
         self.size = 0
 
     def __len__(self):
         return len(self.cols["line"])
 
-    def _add(self, line, *, id=None, text=None, source=None, url=None, meta=None, raw=None,
-             nbytes=0, repaired=False, reason=None, detail=None):
+    def _add(
+        self,
+        line,
+        *,
+        id=None,
+        text=None,
+        source=None,
+        url=None,
+        meta=None,
+        raw=None,
+        nbytes=0,
+        repaired=False,
+        reason=None,
+        detail=None,
+    ):
         c = self.cols
         c["id"].append(id if id is not None else f"{self.chunk.file.rel}:{line if line else 0}")
         c["text"].append(text)
@@ -75,8 +101,7 @@ class BatchBuilder:
         self.size += nbytes
 
     def reject(self, line, reason, detail, raw=None, repaired=False):
-        self._add(line, raw=raw, nbytes=len(raw) if raw else 0, reason=reason, detail=detail,
-                  repaired=repaired)
+        self._add(line, raw=raw, nbytes=len(raw) if raw else 0, reason=reason, detail=detail, repaired=repaired)
 
     def add_record(self, line: int, obj, raw: bytes | None, repaired: bool):
         """One decoded record; `raw` is its input line (None for Parquet rows, where a rejected
@@ -324,8 +349,7 @@ def read_jsonl_chunk(chunk: Chunk, read_cfg: dict) -> Iterator[pa.Table]:
                 if batch.full():
                     yield batch.flush()
         except StreamDamage as exc:
-            batch.reject(line_no, "corrupt_stream", f"input damaged at line {line_no}: {exc}",
-                         raw=exc.tail or None)
+            batch.reject(line_no, "corrupt_stream", f"input damaged at line {line_no}: {exc}", raw=exc.tail or None)
     if len(batch):
         yield batch.flush()
 
@@ -358,8 +382,7 @@ def read_parquet_chunk(chunk: Chunk, read_cfg: dict) -> Iterator[pa.Table]:
                 if batch.full():
                     yield batch.flush()
     except Exception as exc:  # noqa: BLE001 - any failure of a file becomes a row naming it
-        batch.reject(row if row > chunk.first_line else None, "unreadable_file",
-                     f"{type(exc).__name__}: {exc}")
+        batch.reject(row if row > chunk.first_line else None, "unreadable_file", f"{type(exc).__name__}: {exc}")
     if len(batch):
         yield batch.flush()
 
@@ -403,8 +426,12 @@ class ChunkDatasource(Datasource):
         return [
             ReadTask(
                 _make_read_fn(chunk, self.read_cfg, self.on_read),
-                BlockMetadata(num_rows=None, size_bytes=max(chunk.file.size, 0) or None,
-                              input_files=(chunk.file.uri,), exec_stats=None),
+                BlockMetadata(
+                    num_rows=None,
+                    size_bytes=max(chunk.file.size, 0) or None,
+                    input_files=(chunk.file.uri,),
+                    exec_stats=None,
+                ),
                 schema=RECORD,
             )
             for chunk in self.chunks
@@ -431,11 +458,9 @@ def _make_read_fn(chunk: Chunk, read_cfg: dict, on_read: Callable[[Chunk, int], 
     return read_fn
 
 
-def read_dataset(chunks: list[Chunk], read_cfg: dict,
-                 on_read: Callable[[Chunk, int], None]) -> ray.data.Dataset:
+def read_dataset(chunks: list[Chunk], read_cfg: dict, on_read: Callable[[Chunk, int], None]) -> ray.data.Dataset:
     """The chunks' records as a dataset; `on_read(chunk, records)` runs in the read task once a
     chunk is read to its end."""
     # One block stream per chunk: without the override Ray splits the output of a few large
     # chunks into many small blocks, which breaks the fusion of read with the stages after it.
-    return ray.data.read_datasource(ChunkDatasource(chunks, read_cfg, on_read),
-                                    override_num_blocks=len(chunks))
+    return ray.data.read_datasource(ChunkDatasource(chunks, read_cfg, on_read), override_num_blocks=len(chunks))

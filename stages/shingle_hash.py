@@ -8,6 +8,7 @@ asks for as a compiled argument:
 - `xxh32`: `xxhash.xxh32_intdigest(data, 0)`;
 - `fnv64`: a 64-bit FNV-1a with murmur3's finaliser, for n-gram overlap where 32 bits collide.
 """
+
 from __future__ import annotations
 
 import ctypes.util
@@ -16,9 +17,9 @@ import struct
 
 import llvmlite.binding as llvm
 import numba as nb
-from numba.extending import overload
 import numpy as np
 import xxhash
+from numba.extending import overload
 
 M32 = np.uint64(0xFFFFFFFF)
 _M32 = M32
@@ -41,8 +42,12 @@ def _rotl(x, r):
 
 @nb.njit(inline="always")
 def _read32le(data, p):
-    return (np.uint64(data[p]) | (np.uint64(data[p + 1]) << np.uint64(8))
-            | (np.uint64(data[p + 2]) << np.uint64(16)) | (np.uint64(data[p + 3]) << np.uint64(24)))
+    return (
+        np.uint64(data[p])
+        | (np.uint64(data[p + 1]) << np.uint64(8))
+        | (np.uint64(data[p + 2]) << np.uint64(16))
+        | (np.uint64(data[p + 3]) << np.uint64(24))
+    )
 
 
 @nb.njit(cache=True)
@@ -123,8 +128,12 @@ def _sha1_32(data, start, end, w):
         h3 = (h3 + d) & _M32
         h4 = (h4 + e) & _M32
     # digest[:4] is h0 big-endian; datasketch unpacks it little-endian
-    return (((h0 & np.uint64(0xFF)) << np.uint64(24)) | ((h0 & np.uint64(0xFF00)) << np.uint64(8))
-            | ((h0 >> np.uint64(8)) & np.uint64(0xFF00)) | (h0 >> np.uint64(24)))
+    return (
+        ((h0 & np.uint64(0xFF)) << np.uint64(24))
+        | ((h0 & np.uint64(0xFF00)) << np.uint64(8))
+        | ((h0 >> np.uint64(8)) & np.uint64(0xFF00))
+        | (h0 >> np.uint64(24))
+    )
 
 
 def _load_libcrypto() -> bool:
@@ -144,8 +153,9 @@ def _load_libcrypto() -> bool:
 OPENSSL_SHA1 = _load_libcrypto()
 if OPENSSL_SHA1:
     _SHA1_Init = nb.types.ExternalFunction("SHA1_Init", nb.types.intc(nb.types.uintp))
-    _SHA1_Update = nb.types.ExternalFunction("SHA1_Update", nb.types.intc(nb.types.uintp, nb.types.uintp,
-                                                                          nb.types.uintp))
+    _SHA1_Update = nb.types.ExternalFunction(
+        "SHA1_Update", nb.types.intc(nb.types.uintp, nb.types.uintp, nb.types.uintp)
+    )
     _SHA1_Final = nb.types.ExternalFunction("SHA1_Final", nb.types.intc(nb.types.uintp, nb.types.uintp))
 
     @nb.njit(cache=True)
@@ -156,8 +166,12 @@ if OPENSSL_SHA1:
         _SHA1_Update(ctx, data.ctypes.data + start, end - start)
         _SHA1_Final(ctx + 512, ctx)
         md = w.view(np.uint8)
-        return (np.uint64(md[512]) | (np.uint64(md[513]) << np.uint64(8)) | (np.uint64(md[514]) << np.uint64(16))
-                | (np.uint64(md[515]) << np.uint64(24)))
+        return (
+            np.uint64(md[512])
+            | (np.uint64(md[513]) << np.uint64(8))
+            | (np.uint64(md[514]) << np.uint64(16))
+            | (np.uint64(md[515]) << np.uint64(24))
+        )
 
     _sha1 = _sha1_32_openssl
 else:

@@ -10,6 +10,7 @@ no read tasks competing for the CPUs the actors hold.
 Policy: BOS/EOS are added as configured; an empty text gives no ids at all (not a lone
 BOS/EOS pair) and is counted as `empty`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -80,8 +81,9 @@ def sample_texts(files: list[str], settings: dict, counts: dict) -> Iterator[str
     for uri in files:
         meta = _parquet_metadata(uri)
         col = meta.schema.names.index("text")
-        groups += [(uri, rg, meta.row_group(rg).column(col).total_uncompressed_size)
-                   for rg in range(meta.num_row_groups)]
+        groups += [
+            (uri, rg, meta.row_group(rg).column(col).total_uncompressed_size) for rg in range(meta.num_row_groups)
+        ]
     chosen, size = [], 0
     for i in np.random.default_rng(settings["seed"]).permutation(len(groups)):
         if size >= settings["sample_bytes"]:
@@ -108,15 +110,28 @@ def train_model(sentences: Iterator[str], settings: dict) -> bytes:
     model = io.BytesIO()
     spm.set_random_generator_seed(settings["seed"])
     spm.SentencePieceTrainer.train(
-        sentence_iterator=sentences, model_writer=model,
-        model_type=settings["model_type"], vocab_size=settings["vocab_size"],
-        byte_fallback=settings["byte_fallback"], user_defined_symbols=settings["user_symbols"],
-        character_coverage=settings["character_coverage"], split_digits=settings["split_digits"],
+        sentence_iterator=sentences,
+        model_writer=model,
+        model_type=settings["model_type"],
+        vocab_size=settings["vocab_size"],
+        byte_fallback=settings["byte_fallback"],
+        user_defined_symbols=settings["user_symbols"],
+        character_coverage=settings["character_coverage"],
+        split_digits=settings["split_digits"],
         # Web text and code need their newlines and runs of spaces: no NFKC rewriting, no
         # whitespace clean-up, no dummy leading space, so decode(encode(text)) == text.
-        normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=False,
-        allow_whitespace_only_pieces=True, max_sentence_length=4 * settings["max_piece_chars"],
-        unk_id=0, bos_id=1, eos_id=2, pad_id=3, num_threads=os.cpu_count() or 1, minloglevel=2)
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=False,
+        allow_whitespace_only_pieces=True,
+        max_sentence_length=4 * settings["max_piece_chars"],
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=3,
+        num_threads=os.cpu_count() or 1,
+        minloglevel=2,
+    )
     return model.getvalue()
 
 
@@ -133,8 +148,7 @@ class Encoder:
     def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(offsets, ids) of the texts' id lists, ids flat in one array."""
         nonempty = [i for i, t in enumerate(texts) if t]
-        ids = self.sp.encode([texts[i] for i in nonempty], add_bos=self.bos, add_eos=self.eos,
-                             num_threads=1)
+        ids = self.sp.encode([texts[i] for i in nonempty], add_bos=self.bos, add_eos=self.eos, num_threads=1)
         lengths = np.zeros(len(texts), np.int64)
         lengths[nonempty] = np.fromiter(map(len, ids), np.int64, len(ids))
         flat = np.fromiter(itertools.chain.from_iterable(ids), self.type.to_pandas_dtype(), int(lengths.sum()))
@@ -143,21 +157,37 @@ class Encoder:
     def __call__(self, docs: pa.Table) -> pa.Table:
         offsets, flat = self.encode(docs["text"].to_pylist())
         ids = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), pa.array(flat, self.type))
-        return pa.table({"id": docs["id"], "source": docs["source"], "split": docs["split"],
-                         "input_ids": ids}, schema=self.schema)
+        return pa.table(
+            {"id": docs["id"], "source": docs["source"], "split": docs["split"], "input_ids": ids}, schema=self.schema
+        )
 
 
 def unit_counts(docs: pa.Table, tokens: pa.Table) -> list[dict]:
     """Documents, empty documents, tokens and text bytes per (source, split)."""
     lengths = pc.list_value_length(tokens["input_ids"])
-    table = pa.table({"source": docs["source"], "split": docs["split"], "tokens": lengths,
-                      "empty": pc.cast(pc.equal(lengths, 0), pa.int64()),
-                      "bytes": pc.binary_length(docs["text"])})
+    table = pa.table(
+        {
+            "source": docs["source"],
+            "split": docs["split"],
+            "tokens": lengths,
+            "empty": pc.cast(pc.equal(lengths, 0), pa.int64()),
+            "bytes": pc.binary_length(docs["text"]),
+        }
+    )
     grouped = table.group_by(["source", "split"]).aggregate(
-        [("tokens", "count"), ("empty", "sum"), ("tokens", "sum"), ("bytes", "sum")])
-    return [{"source": r["source"], "split": r["split"], "documents": r["tokens_count"],
-             "empty": r["empty_sum"], "tokens": r["tokens_sum"], "bytes": r["bytes_sum"]}
-            for r in grouped.to_pylist()]
+        [("tokens", "count"), ("empty", "sum"), ("tokens", "sum"), ("bytes", "sum")]
+    )
+    return [
+        {
+            "source": r["source"],
+            "split": r["split"],
+            "documents": r["tokens_count"],
+            "empty": r["empty_sum"],
+            "tokens": r["tokens_sum"],
+            "bytes": r["bytes_sum"],
+        }
+        for r in grouped.to_pylist()
+    ]
 
 
 def tokenize_unit(encoder: Encoder, unit: dict) -> dict:
@@ -193,9 +223,14 @@ def tokenize_units(units: list[dict], model: bytes, bos: bool, eos: bool, actors
     ds = ray.data.from_arrow([pa.Table.from_pylist([u], schema=TOKENIZE_UNIT) for u in units])
     # A fixed pool, all actors started at once: the stage reads its own input, so there are no
     # read tasks that actors holding every CPU could starve.
-    ds = ds.map_batches(TokenizeActor, batch_size=1, batch_format="pyarrow", num_cpus=1,
-                        compute=ray.data.ActorPoolStrategy(size=size),
-                        fn_constructor_kwargs={"model": model, "bos": bos, "eos": eos})
+    ds = ds.map_batches(
+        TokenizeActor,
+        batch_size=1,
+        batch_format="pyarrow",
+        num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(size=size),
+        fn_constructor_kwargs={"model": model, "bos": bos, "eos": eos},
+    )
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         yield from batch.to_pylist()
 

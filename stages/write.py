@@ -8,24 +8,29 @@
   of about `shard_bytes` of text each, leaving out the duplicates' lines; a shard's rows, bytes
   and sha256 go to the manifest. Memory is one part at a time, whatever the shard size.
 """
+
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
+from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from slimpipe.io.fs import exists, join, resolve, write_parquet_atomic
 from slimpipe.schemas import DOCUMENT, RECORD, REJECTED
 from slimpipe.stages.decontaminate import split_names
-from slimpipe.io.fs import exists, join, resolve, write_parquet_atomic
 
 # per chunk, the lines that exact dedup, near dedup and decontamination removed
 DUPSET_DIRS = ("dupsets", "near_dupsets", "decontaminated")
-PART_COLUMNS = [f.name for f in RECORD if f.name not in
-                ("raw", "norm_text", "reject_stage", "reject_reason", "reject_value",
-                                  "reject_detail")]
+PART_COLUMNS = [
+    f.name
+    for f in RECORD
+    if f.name not in ("raw", "norm_text", "reject_stage", "reject_reason", "reject_value", "reject_detail")
+]
 
 
 def rejected_rows(table: pa.Table) -> pa.Table:
@@ -53,8 +58,11 @@ def rejected_rows(table: pa.Table) -> pa.Table:
 
 def removed_lines(fs, work: str, chunk: str, dirs=DUPSET_DIRS) -> pa.Array:
     """The lines of a chunk that exact dedup, near dedup or decontamination removed (of `dirs`)."""
-    lines = [pq.read_table(p, filesystem=fs)["line"].combine_chunks()
-             for p in (join(work, d, f"{chunk}.parquet") for d in dirs) if exists(fs, p)]
+    lines = [
+        pq.read_table(p, filesystem=fs)["line"].combine_chunks()
+        for p in (join(work, d, f"{chunk}.parquet") for d in dirs)
+        if exists(fs, p)
+    ]
     return pa.concat_arrays(lines) if lines else pa.array([], pa.int64())
 
 
@@ -78,13 +86,21 @@ class PartWriter:
             first = first_line(piece)
             dropped = pc.is_valid(piece["reject_stage"])
             if pc.any(dropped).as_py():
-                write_parquet_atomic(self.fs, join(self.run, "rejected", f"{key}-{first:012d}.parquet"),
-                                     rejected_rows(piece.filter(dropped)), self.level)
+                write_parquet_atomic(
+                    self.fs,
+                    join(self.run, "rejected", f"{key}-{first:012d}.parquet"),
+                    rejected_rows(piece.filter(dropped)),
+                    self.level,
+                )
             kept = piece.filter(pc.invert(dropped)).select(PART_COLUMNS)
             kept_bytes = pc.sum(kept["bytes_clean"]).as_py() or 0
             # Written last: its name carries the row count that marks this part complete.
-            write_parquet_atomic(self.fs, join(self.work, "filtered", key, f"{first:012d}-{piece.num_rows}-{kept.num_rows}-{kept_bytes}.parquet"),
-                                 kept, self.level)
+            write_parquet_atomic(
+                self.fs,
+                join(self.work, "filtered", key, f"{first:012d}-{piece.num_rows}-{kept.num_rows}-{kept_bytes}.parquet"),
+                kept,
+                self.level,
+            )
             chunks.append(key)
             rows.append(piece.num_rows)
         return pa.table({"chunk": pa.array(chunks, pa.string()), "rows": pa.array(rows, pa.int64())})
@@ -92,7 +108,9 @@ class PartWriter:
 
 def plan_shards(parts: list[tuple[str, str, int]], shard_bytes: int) -> list[dict]:
     """Group (chunk, part path, text bytes) in input order into shards of about shard_bytes."""
-    shards, current, size = [], [], 0
+    shards: list[dict] = []
+    current: list[list[str]] = []  # [chunk, part path], as JSON keeps them
+    size = 0
     for chunk, path, nbytes in parts:
         current.append([chunk, path])
         size += nbytes
@@ -150,8 +168,9 @@ def write_document_shard(shard: dict, run_uri: str, work_uri: str, compression_l
                 dupsets[chunk] = removed_lines(fs, work, chunk)
             if len(dupsets[chunk]):
                 table = table.filter(pc.invert(pc.is_in(table["line"], dupsets[chunk])))
-            table = table.append_column("split", split_names(table["id"].to_pylist(), split["holdout_ratio"],
-                                                             split["seed"]))
+            table = table.append_column(
+                "split", split_names(table["id"].to_pylist(), split["holdout_ratio"], split["seed"])
+            )
             if table.num_rows:
                 writer.write_table(table.cast(DOCUMENT), row_group_size=16384)
             rows += table.num_rows
@@ -159,5 +178,63 @@ def write_document_shard(shard: dict, run_uri: str, work_uri: str, compression_l
             text_bytes += pc.sum(pc.binary_length(table["text"])).as_py() or 0
     stream.close()
     fs.move(tmp, path)
-    return {"file": f"documents/{name}", "rows": rows, "holdout_rows": holdout, "text_bytes": text_bytes,
-            "bytes": stream.size, "sha256": stream.sha.hexdigest()}
+    return {
+        "file": f"documents/{name}",
+        "rows": rows,
+        "holdout_rows": holdout,
+        "text_bytes": text_bytes,
+        "bytes": stream.size,
+        "sha256": stream.sha.hexdigest(),
+    }
+
+
+def _write_parts_batch(table: pa.Table, run_uri: str, work_uri: str, level: int) -> pa.Table:
+    return PartWriter(run_uri, work_uri, level)(table)
+
+
+def write_parts(ds, run_uri: str, work_uri: str, compression_level: int):
+    """The parts of each batch of a Ray dataset of records (see the module's doc); the dataset
+    of (chunk, rows) per part written."""
+    return ds.map_batches(
+        _write_parts_batch,
+        fn_kwargs={"run_uri": run_uri, "work_uri": work_uri, "level": compression_level},
+        batch_format="pyarrow",
+        batch_size=None,
+        zero_copy_batch=True,
+    )
+
+
+def _write_shard(
+    row: dict, run_uri: str, work_uri: str, level: int, split: dict, on_written: Callable[[int, dict], None]
+) -> dict:
+    shard = json.loads(row["shard"])
+    entry = write_document_shard(shard, run_uri, work_uri, level, split)
+    on_written(shard["index"], entry)
+    return {"index": shard["index"], "rows": entry["rows"]}
+
+
+def write_shards(
+    shards: list[dict],
+    run_uri: str,
+    work_uri: str,
+    compression_level: int,
+    split: dict,
+    on_written: Callable[[int, dict], None],
+) -> None:
+    """Each shard of `plan_shards` in a Ray task of its own; `on_written(index, manifest entry)`
+    runs in the task once the shard is in place."""
+    import ray.data
+
+    ds = ray.data.from_items([{"shard": json.dumps(s)} for s in shards], override_num_blocks=len(shards))
+    ds = ds.map(
+        _write_shard,
+        fn_kwargs={
+            "run_uri": run_uri,
+            "work_uri": work_uri,
+            "level": compression_level,
+            "split": split,
+            "on_written": on_written,
+        },
+    )
+    for _ in ds.iter_batches(batch_size=None):
+        pass

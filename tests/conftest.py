@@ -22,8 +22,7 @@ def ray_session():
     import ray
 
     tmp = tempfile.mkdtemp(prefix="sp-ray-", dir="/tmp")
-    ray.init(num_cpus=2, _temp_dir=tmp, include_dashboard=False, log_to_driver=False,
-             address="local")
+    ray.init(num_cpus=2, _temp_dir=tmp, include_dashboard=False, log_to_driver=False, address="local")
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     yield ray
@@ -66,8 +65,9 @@ def make_corpus(root: Path, docs: list[dict], seed: int = 0) -> dict:
         d["id"] = f"news-{i}"
     dup_within = [dict(web[i], id=f"web-dup-{i}") for i in rng.sample(range(300), 20)]
     dup_cross = [dict(web[i], id=f"news-dup-{i}") for i in rng.sample(range(300), 10)]
-    variant = [dict(web[i], id=f"news-var-{i}", text=web[i]["text"].replace(". ", " .  "))
-               for i in rng.sample(range(300), 5)]
+    variant = [
+        dict(web[i], id=f"news-var-{i}", text=web[i]["text"].replace(". ", " .  ")) for i in rng.sample(range(300), 5)
+    ]
     short = [{"id": f"short-{i}", "text": f"Too short {i}."} for i in range(7)]
     web_all = web + dup_within + short
     rng.shuffle(web_all)
@@ -76,8 +76,11 @@ def make_corpus(root: Path, docs: list[dict], seed: int = 0) -> dict:
     write_jsonl(root / "web" / "part-0.jsonl", web_all[:200])
     write_jsonl(root / "web" / "part-1.jsonl.zst", web_all[200:], "zstd")
     write_jsonl(root / "news" / "news.jsonl.gz", news_all, "gzip")
-    return {"records": len(web_all) + len(news_all), "short": len(short),
-            "duplicates": len(dup_within) + len(dup_cross) + len(variant)}
+    return {
+        "records": len(web_all) + len(news_all),
+        "short": len(short),
+        "duplicates": len(dup_within) + len(dup_cross) + len(variant),
+    }
 
 
 def filter_settings(name: str, **changes) -> dict:

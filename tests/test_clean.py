@@ -15,12 +15,66 @@ QUOTES = "\u2018\u2019\u201c\u201d\u2013\u2014\u2026"
 # Text that exercises every branch: plain ASCII, curly quotes, entities, "<", mojibake, C1 and
 # other control characters, CR, ligatures, full-width forms, combining marks, astral symbols.
 ALPHABET = st.sampled_from(
-    list("ab Z09.,;!?'\"-\t\n\r&<>#;") + list(QUOTES)
-    + ["&amp;", "&lt;", "&eacute;", "&#39;", "Ã©", "â€™", "Ã", "\x92", "\x1b[31m", "\x00", "\x7f",
-       "\ufb01", "\uff21", "e\u0301", "é", "ß", "\u2028", "\x85", "😀", "Â ", "\xa0",
-       "\nÃ ", "Ð‘", "Ð", "€", "£", "°", "·", "©", "¿", "«", "»", "Ø", "×²", "Œ1", "ĳ", "\u3000",
-       "\ufeff", "\u206a", "привет", "мир", "ВЂ", "日本語", "ｶﾀｶﾅ", "مرحبا", "\u0301", "Å", "Å",
-       "ǅ", "ﬀ", "²", "Ω", "Ω", "\u02bc", "\u201a", "\u201e"]
+    list("ab Z09.,;!?'\"-\t\n\r&<>#;")
+    + list(QUOTES)
+    + [
+        "&amp;",
+        "&lt;",
+        "&eacute;",
+        "&#39;",
+        "Ã©",
+        "â€™",
+        "Ã",
+        "\x92",
+        "\x1b[31m",
+        "\x00",
+        "\x7f",
+        "\ufb01",
+        "\uff21",
+        "e\u0301",
+        "é",
+        "ß",
+        "\u2028",
+        "\x85",
+        "😀",
+        "Â ",
+        "\xa0",
+        "\nÃ ",
+        "Ð‘",
+        "Ð",
+        "€",
+        "£",
+        "°",
+        "·",
+        "©",
+        "¿",
+        "«",
+        "»",
+        "Ø",
+        "×²",
+        "Œ1",
+        "ĳ",
+        "\u3000",
+        "\ufeff",
+        "\u206a",
+        "привет",
+        "мир",
+        "ВЂ",
+        "日本語",
+        "ｶﾀｶﾅ",
+        "مرحبا",
+        "\u0301",
+        "Å",
+        "Å",
+        "ǅ",
+        "ﬀ",
+        "²",
+        "Ω",
+        "Ω",
+        "\u02bc",
+        "\u201a",
+        "\u201e",
+    ]
 )
 TEXTS = st.lists(ALPHABET, max_size=60).map("".join)
 
@@ -56,15 +110,18 @@ def test_quote_only_alphabet_never_looks_like_mojibake():
         assert not any(is_bad("".join(t)) for t in itertools.product(reduced, repeat=n))
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("a\r\nb\rc", "a\nb\nc"),
-    ("tab\tkept\x00\x07gone\x1b\x9f", "tab\tkeptgone"),
-    ("trailing   \nspaces\t \n", "trailing\nspaces"),
-    ("a\n\n\n\n\nb", "a\n\nb"),
-    ("\n\n  lead\n", "  lead"),
-    ("line \u3000\nnbsp\xa0", "line\nnbsp"),
-    ("keep\u2028inside", "keep\u2028inside"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("a\r\nb\rc", "a\nb\nc"),
+        ("tab\tkept\x00\x07gone\x1b\x9f", "tab\tkeptgone"),
+        ("trailing   \nspaces\t \n", "trailing\nspaces"),
+        ("a\n\n\n\n\nb", "a\n\nb"),
+        ("\n\n  lead\n", "  lead"),
+        ("line \u3000\nnbsp\xa0", "line\nnbsp"),
+        ("keep\u2028inside", "keep\u2028inside"),
+    ],
+)
 def test_normalize_layout(raw, expected):
     assert normalize_layout(raw, max_blank_lines=1) == expected
 
@@ -79,9 +136,12 @@ def test_cleaner_leaves_rejected_rows_alone_and_counts_changes():
 
     n = 3
     table = pa.table({f.name: pa.nulls(n, f.type) for f in RECORD}, schema=RECORD)
-    table = table.set_column(1, "text", pa.array(["fine text", "smart \u2019quote\u2019  \r\n", None], pa.large_string()))
-    table = table.set_column(RECORD.get_field_index("reject_stage"), "reject_stage",
-                             pa.array([None, None, "read"], pa.string()))
+    table = table.set_column(
+        1, "text", pa.array(["fine text", "smart \u2019quote\u2019  \r\n", None], pa.large_string())
+    )
+    table = table.set_column(
+        RECORD.get_field_index("reject_stage"), "reject_stage", pa.array([None, None, "read"], pa.string())
+    )
     out = Cleaner({"ftfy": True, "normalization": "NFC", "max_blank_lines": 1})(table).to_pylist()
     assert out[0]["text"] == "fine text" and out[0]["changed_by_clean"] is False
     assert out[1]["text"] == "smart 'quote'" and out[1]["changed_by_clean"] is True
@@ -95,6 +155,7 @@ def test_every_mojibake_pattern_needs_a_suspect_character():
     match, and those are the suspects (or the quotes and dashes shown safe above)."""
     import re._constants as sre
     import re._parser as sre_parse
+
     from ftfy.badness import BADNESS_RE
 
     from slimpipe.stages.clean import _MOJIBAKE_SUSPECTS
@@ -114,7 +175,7 @@ def test_every_mojibake_pattern_needs_a_suspect_character():
             return out
         return None
 
-    (branch, (_, alternatives)), = sre_parse.parse(BADNESS_RE.pattern, BADNESS_RE.flags)
+    ((branch, (_, alternatives)),) = sre_parse.parse(BADNESS_RE.pattern, BADNESS_RE.flags)
     assert branch is sre.BRANCH
     for alternative in alternatives:
         required = [chars_of(op, av) for op, av in alternative]

@@ -1,5 +1,6 @@
 """The same run on a two-node Ray cluster, driven through the container's entrypoint script,
 gives the same output as the local run."""
+
 import json
 import os
 import subprocess
@@ -8,11 +9,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import make_corpus
 
 from slimpipe.config import resolve
 from slimpipe.runner import run
-
-from conftest import make_corpus
 
 ROOT = Path(__file__).parents[1]
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
@@ -43,12 +43,24 @@ def test_two_node_cluster_gives_the_local_result(ray_session, tmp_path, c4_docs)
     sets = ["input.split_bytes=65536", "output.shard_bytes=200000"]
     local = run(resolve("slimpajama", None, sets, [str(corpus)], str(tmp_path / "local")))
 
-    args = ["--preset", "slimpajama", "--input", str(corpus), "--output", str(tmp_path / "cluster"),
-            *[a for s in sets for a in ("--set", s)]]
+    args = [
+        "--preset",
+        "slimpajama",
+        "--input",
+        str(corpus),
+        "--output",
+        str(tmp_path / "cluster"),
+        *[a for s in sets for a in ("--set", s)],
+    ]
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     env.pop("RAY_ADDRESS", None)
-    res = subprocess.run([sys.executable, "-c", CLUSTER_SCRIPT, str(ENTRYPOINT), *args],
-                         env=env, capture_output=True, text=True, timeout=400)
+    res = subprocess.run(
+        [sys.executable, "-c", CLUSTER_SCRIPT, str(ENTRYPOINT), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "conservation holds" in res.stdout
     remote = json.loads((tmp_path / "cluster" / "stats.json").read_text())

@@ -1,7 +1,7 @@
 import pytest
 
-from slimpipe.errors import ConfigError
 from slimpipe.config import fingerprint, parse_override, preset_names, resolve
+from slimpipe.errors import ConfigError
 
 
 def test_presets_resolve_and_validate():

@@ -10,21 +10,23 @@ from slimpipe.stages.write import plan_shards, write_document_shard
 
 
 def _kept(rows):
-    return pa.table({
-        "id": [r[0] for r in rows],
-        "text": pa.array([r[1] for r in rows], pa.large_string()),
-        "source": [r[2] for r in rows],
-        "url": pa.nulls(len(rows), pa.string()),
-        "meta": pa.nulls(len(rows), pa.string()),
-        "file": [r[3] for r in rows],
-        "line": pa.array([r[4] for r in rows], pa.int64()),
-        "chunk": [r[3].rsplit("/", 1)[1] for r in rows],
-        "bytes_clean": pa.array([len(r[1]) for r in rows], pa.int64()),
-        "text_hash": pa.array([text_hash(r[1]) for r in rows], pa.binary(16)),
-        "language": pa.nulls(len(rows), pa.string()),
-        "language_score": pa.nulls(len(rows), pa.float32()),
-        "quality_score": pa.nulls(len(rows), pa.float32()),
-    })
+    return pa.table(
+        {
+            "id": [r[0] for r in rows],
+            "text": pa.array([r[1] for r in rows], pa.large_string()),
+            "source": [r[2] for r in rows],
+            "url": pa.nulls(len(rows), pa.string()),
+            "meta": pa.nulls(len(rows), pa.string()),
+            "file": [r[3] for r in rows],
+            "line": pa.array([r[4] for r in rows], pa.int64()),
+            "chunk": [r[3].rsplit("/", 1)[1] for r in rows],
+            "bytes_clean": pa.array([len(r[1]) for r in rows], pa.int64()),
+            "text_hash": pa.array([text_hash(r[1]) for r in rows], pa.binary(16)),
+            "language": pa.nulls(len(rows), pa.string()),
+            "language_score": pa.nulls(len(rows), pa.float32()),
+            "quality_score": pa.nulls(len(rows), pa.float32()),
+        }
+    )
 
 
 ROWS = [
@@ -70,10 +72,11 @@ def test_partitions_are_stable_and_keep_copies_together():
 def test_shards_stream_parts_in_order_without_duplicate_lines(tmp_path):
     work = tmp_path / "_work"
     parts = []
-    for c, chunk in enumerate(["c0", "c1"]):
+    for chunk in ["c0", "c1"]:
         for p in range(3):
-            rows = [(f"{chunk}-{p}-{i}", f"document {chunk} {p} {i} " * 20, "web", "/f", 100 * p + i)
-                    for i in range(10)]
+            rows = [
+                (f"{chunk}-{p}-{i}", f"document {chunk} {p} {i} " * 20, "web", "/f", 100 * p + i) for i in range(10)
+            ]
             path = work / "filtered" / chunk / f"{p}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(_kept(rows), path)
@@ -84,11 +87,27 @@ def test_shards_stream_parts_in_order_without_duplicate_lines(tmp_path):
     assert [len(s["parts"]) for s in shards] == [2, 2, 2]
     entries = [write_document_shard(s, str(tmp_path), str(work), 3, {"holdout_ratio": 0, "seed": 0}) for s in shards]
     back = pq.read_table(tmp_path / "documents")
-    expected = [f"{c}-{p}-{i}" for c in ("c0", "c1") for p in range(3) for i in range(10)
-                if not (c == "c1" and 100 * p + i in (3, 101, 205))]
+    expected = [
+        f"{c}-{p}-{i}"
+        for c in ("c0", "c1")
+        for p in range(3)
+        for i in range(10)
+        if not (c == "c1" and 100 * p + i in (3, 101, 205))
+    ]
     assert back["id"].to_pylist() == expected
-    assert back.schema.names == ["id", "text", "source", "url", "meta", "file", "line", "language",
-                                 "language_score", "quality_score", "split"]
+    assert back.schema.names == [
+        "id",
+        "text",
+        "source",
+        "url",
+        "meta",
+        "file",
+        "line",
+        "language",
+        "language_score",
+        "quality_score",
+        "split",
+    ]
     assert [e["rows"] for e in entries] == [20, 19, 18]
     for e in entries:
         data = (tmp_path / e["file"]).read_bytes()

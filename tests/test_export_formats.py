@@ -1,5 +1,6 @@
 """The export format registry is the one list of formats: the CLI offers exactly its formats,
 and the config schema's export sections name none of their own."""
+
 import json
 
 from slimpipe.cli import build_parser

@@ -1,14 +1,14 @@
 """The rule filters decide as their reference (datatrove's Gopher, C4 and FineWeb filters) does, on
 3,761 real documents of eight shapes whose reference decisions bench/filters_reference.py wrote
 to tests/data (datatrove is not needed here); and the layout of a page changes no decision."""
+
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import make_filter
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from conftest import make_filter
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
 from filters_reference import RULES, agreement, load_fixture  # noqa: E402
@@ -47,13 +47,18 @@ def test_preset_disagrees_only_where_the_reference_counts_blank_lines(compared):
     items stand between blank lines: the reference's bullet ratio counts the blank lines."""
     _, table, differ = compared
     exact = {(rule, i) for rule, _, _, _, i in differ if not rule.endswith("_preset")}
-    preset_only = [(rule, shape, ours) for rule, shape, _, ours, i in differ
-                   if rule.endswith("_preset") and (rule.removesuffix("_preset"), i) not in exact]
+    preset_only = [
+        (rule, shape, ours)
+        for rule, shape, _, ours, i in differ
+        if rule.endswith("_preset") and (rule.removesuffix("_preset"), i) not in exact
+    ]
     assert preset_only, "the presets' layout rule should matter on lists with blank lines"
     assert {shape for _, shape, _ in preset_only} == {"lists_blank_lines"}
     # bullets over non-blank lines; repetition over the characters without the blank lines
-    assert all(ours == "gopher_quality.bullet_lines" or (ours or "").startswith("gopher_repetition.")
-               for _, _, ours in preset_only), preset_only
+    assert all(
+        ours == "gopher_quality.bullet_lines" or (ours or "").startswith("gopher_repetition.")
+        for _, _, ours in preset_only
+    ), preset_only
     assert set(RULES) == {*table}
 
 

@@ -3,6 +3,7 @@ corpus of near-duplicate families (web preset) give
 the same documents shards, rejected rows, duplicates and stats numbers as when tests/data/golden.json
 was written, so a change of structure cannot change behaviour unnoticed. A change that means to
 change the outputs rewrites the file with SLIMPIPE_WRITE_GOLDEN=1 and says why in its commit."""
+
 import hashlib
 import json
 import os
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import make_corpus
 from test_near_dedup import planted_corpus
+
 from slimpipe.cli import SAMPLE_DIR
 from slimpipe.config import resolve
 from slimpipe.runner import run
@@ -46,7 +47,9 @@ def digest(run_dir: Path, roots: list[str]) -> dict:
     rows (in any order), and the stats numbers."""
     stats = json.loads((run_dir / "stats.json").read_text())
     return {
-        "documents": {p.name: _table_digest([p], roots, sort=False) for p in sorted((run_dir / "documents").glob("*.parquet"))},
+        "documents": {
+            p.name: _table_digest([p], roots, sort=False) for p in sorted((run_dir / "documents").glob("*.parquet"))
+        },
         "rejected": _table_digest(sorted((run_dir / "rejected").glob("*.parquet")), roots, sort=True),
         "duplicates": _table_digest(sorted((run_dir / "duplicates").glob("*.parquet")), roots, sort=True),
         "stats": _canonical({k: v for k, v in stats.items() if k not in ("run", "versions")}, roots),
@@ -60,12 +63,16 @@ def outputs(ray_session, c4_docs, tmp_path_factory):
     make_corpus(corpus, c4_docs)
     near = tmp / "near"
     planted_corpus(near, c4_docs)
-    runs = {"sample": ("web", SAMPLE_DIR, []), "corpus": ("slimpajama", corpus, []),
-            "near": ("web", near, ["filters.language.enabled=false", "input.source_field=source"])}
+    runs = {
+        "sample": ("web", SAMPLE_DIR, []),
+        "corpus": ("slimpajama", corpus, []),
+        "near": ("web", near, ["filters.language.enabled=false", "input.source_field=source"]),
+    }
     out = {}
     for name, (preset, inputs, sets) in runs.items():
-        config = resolve(preset, None, ["ray.progress_bars=false", "input.split_bytes=65536", *sets], [str(inputs)],
-                         str(tmp / name))
+        config = resolve(
+            preset, None, ["ray.progress_bars=false", "input.split_bytes=65536", *sets], [str(inputs)], str(tmp / name)
+        )
         run(config)
         out[name] = digest(tmp / name, [str(inputs.resolve()), str(inputs)])
     return out

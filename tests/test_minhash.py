@@ -1,4 +1,5 @@
 """MinHash signatures, LSH banding, components and survivors, without Ray."""
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -7,23 +8,40 @@ from datasketch.lsh import _optimal_param
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slimpipe.errors import ConfigError
 from slimpipe.config import resolve
+from slimpipe.errors import ConfigError
 from slimpipe.near import banding_of
-from slimpipe.stages.minhash import (MinHashParams, Signer, datasketch_minhash, hash32, jaccard, shingle_set,
-                                     shingles, to_datasketch)
+from slimpipe.stages.minhash import (
+    MinHashParams,
+    Signer,
+    datasketch_minhash,
+    hash32,
+    jaccard,
+    shingle_set,
+    shingles,
+    to_datasketch,
+)
 from slimpipe.stages.near_dedup.components import components
 from slimpipe.stages.near_dedup.lsh import bucket_edges, catch_probability, optimal_bands_rows, resolve_bands
 from slimpipe.stages.near_dedup.survivors import choose_survivors
 from slimpipe.stages.near_dedup.verify import verify
 
-ALL_PARAMS = [MinHashParams(shingle=sh, ngram=n, hash=h, scheme=sc, short_docs=short, num_perm=64, seed=seed)
-              for sh, n in (("char", 13), ("word", 5), ("char", 1))
-              for h in ("sha1", "xxh32") for sc in ("affine32", "legacy")
-              for short, seed in (("whole", 1), ("skip", 7))]
+ALL_PARAMS = [
+    MinHashParams(shingle=sh, ngram=n, hash=h, scheme=sc, short_docs=short, num_perm=64, seed=seed)
+    for sh, n in (("char", 13), ("word", 5), ("char", 1))
+    for h in ("sha1", "xxh32")
+    for sc in ("affine32", "legacy")
+    for short, seed in (("whole", 1), ("skip", 7))
+]
 
 SPECIAL = [
-    "", "   ", "!!! ... ???", "short", "a b c", "Exactly thirteen", "one two three four five",
+    "",
+    "   ",
+    "!!! ... ???",
+    "short",
+    "a b c",
+    "Exactly thirteen",
+    "one two three four five",
     "Grüße aus Köln — naïve café, ÆØÅ; Ελληνικά κείμενα; русский текст; 日本語のテキストです。",
     "emoji 🙂🚀 and combining e\u0301 marks, tabs\tand\nnewlines\n\n  spaced   out",
 ]
@@ -48,8 +66,10 @@ def test_signatures_equal_datasketch_bit_for_bit(texts, params):
 @settings(max_examples=60, deadline=None)
 @given(st.text(alphabet=st.sampled_from(list("ab c,.!\n\tÄé日本🙂 -x")), max_size=120))
 def test_signatures_equal_datasketch_on_any_text(text):
-    for params in (MinHashParams(shingle="char", ngram=5, num_perm=16, hash="xxh32", scheme="affine32"),
-                   MinHashParams(shingle="word", ngram=2, num_perm=16, hash="sha1", scheme="legacy")):
+    for params in (
+        MinHashParams(shingle="char", ngram=5, num_perm=16, hash="xxh32", scheme="affine32"),
+        MinHashParams(shingle="word", ngram=2, num_perm=16, hash="sha1", scheme="legacy"),
+    ):
         sig, _ = Signer(params).sign([text])
         assert np.array_equal(sig[0].astype(np.uint64), datasketch_minhash(text, params).hashvalues.astype(np.uint64))
 
@@ -112,8 +132,12 @@ def least_false_candidates(threshold: float, num_perm: int, target: float) -> tu
     """Brute force over every banding, areas by the midpoint rule: the one that reaches the
     target with the least area under its S-curve below the threshold."""
     s = (np.arange(2000) + 0.5) / 2000 * threshold
-    feasible = [(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)
-                if catch_probability(threshold, b, r) >= target]
+    feasible = [
+        (b, r)
+        for b in range(1, num_perm + 1)
+        for r in range(1, num_perm // b + 1)
+        if catch_probability(threshold, b, r) >= target
+    ]
     return min(feasible, key=lambda br: catch_probability(s, *br).mean())
 
 
@@ -153,14 +177,26 @@ def test_a_giant_bucket_gives_one_edge_per_member():
     n = 200_000
     rng = np.random.default_rng(0)
     nodes = rng.permutation(n).astype(np.int64) + 10
-    rows = pa.table({"band": np.zeros(n, np.int32), "key": np.full(n, 42, np.uint64), "node": nodes,
-                     "partition": np.zeros(n, np.int64)})
+    rows = pa.table(
+        {
+            "band": np.zeros(n, np.int32),
+            "key": np.full(n, 42, np.uint64),
+            "node": nodes,
+            "partition": np.zeros(n, np.int64),
+        }
+    )
     edges = bucket_edges(rows)
     assert edges.num_rows == n - 1
     assert set(edges["v"].to_pylist()) == {10}
     # a second band with the same bucket adds no new edge; another bucket adds its own
-    more = pa.table({"band": np.array([1, 1, 0, 0], np.int32), "key": np.array([42, 42, 7, 7], np.uint64),
-                     "node": np.array([11, 10, 500_000, 500_001], np.int64), "partition": np.zeros(4, np.int64)})
+    more = pa.table(
+        {
+            "band": np.array([1, 1, 0, 0], np.int32),
+            "key": np.array([42, 42, 7, 7], np.uint64),
+            "node": np.array([11, 10, 500_000, 500_001], np.int64),
+            "partition": np.zeros(4, np.int64),
+        }
+    )
     edges = bucket_edges(pa.concat_tables([rows, more]))
     assert edges.num_rows == n - 1 + 1
     assert edges.filter(pa.compute.equal(edges["u"], 500_001))["v"].to_pylist() == [500_000]
@@ -181,9 +217,13 @@ def _members(rows):
 
 
 def test_survivor_policies_are_deterministic():
-    rows = [(1, 1, "b", "cc", 500, "f", 1, "c0", False), (2, 1, "a", "cc", 100, "f", 2, "c0", False),
-            (3, 1, "c", "wiki", 100, "f", 3, "c0", False), (9, 9, "x", "cc", 10, "f", 9, "c0", False),
-            (8, 9, "y", "cc", 10, "f", 8, "c0", False)]
+    rows = [
+        (1, 1, "b", "cc", 500, "f", 1, "c0", False),
+        (2, 1, "a", "cc", 100, "f", 2, "c0", False),
+        (3, 1, "c", "wiki", 100, "f", 3, "c0", False),
+        (9, 9, "x", "cc", 10, "f", 9, "c0", False),
+        (8, 9, "y", "cc", 10, "f", 8, "c0", False),
+    ]
     kept = lambda dups: sorted({(d["kept_id"]) for d in dups.to_pylist()})  # noqa: E731
     d, c = choose_survivors(_members(rows), "lowest_id", [])
     assert kept(d) == ["a", "x"] and d.num_rows == 3
@@ -192,8 +232,11 @@ def test_survivor_policies_are_deterministic():
     d, _ = choose_survivors(_members(rows), "source_priority", ["wiki", "cc"])
     assert kept(d) == ["c", "x"]
     shuffled = _members(rows[::-1])
-    assert choose_survivors(shuffled, "longest", [])[0].sort_by("id").equals(
-        choose_survivors(_members(rows), "longest", [])[0].sort_by("id"))
+    assert (
+        choose_survivors(shuffled, "longest", [])[0]
+        .sort_by("id")
+        .equals(choose_survivors(_members(rows), "longest", [])[0].sort_by("id"))
+    )
     assert sorted(c["size"].to_pylist()) == [2, 3]
     assert sorted(map(tuple, c["sources"].to_pylist())) == [("cc",), ("cc", "wiki")]
 
@@ -219,8 +262,10 @@ def test_verification_keeps_true_pairs_and_drops_template_lookalikes(c4_docs):
     assert out["similarity"][0].as_py() > 0.9
 
 
-@pytest.mark.parametrize("params", [MinHashParams(), MinHashParams(shingle="word", ngram=5, hash="xxh32",
-                                                                   scheme="affine32", short_docs="skip")])
+@pytest.mark.parametrize(
+    "params",
+    [MinHashParams(), MinHashParams(shingle="word", ngram=5, hash="xxh32", scheme="affine32", short_docs="skip")],
+)
 def test_torch_path_gives_the_same_signatures(texts, params):
     """The GPU path's arithmetic, run by torch on the CPU (on a GPU where one is present)."""
     torch = pytest.importorskip("torch")
@@ -232,8 +277,9 @@ def test_torch_path_gives_the_same_signatures(texts, params):
 
 def test_gpu_device_without_a_gpu_is_a_clear_error(ray_session, tmp_path, c4_docs):
     from conftest import write_jsonl
-    from slimpipe.errors import ConfigError
+
     from slimpipe.config import resolve
+    from slimpipe.errors import ConfigError
     from slimpipe.runner import run
 
     if ray_session.cluster_resources().get("GPU"):
@@ -257,7 +303,7 @@ def test_both_sha1_kernels_equal_hashlib():
     w = np.empty(80, np.uint64)
     kernels = [shingle_hash._sha1_32] + ([shingle_hash._sha1_32_openssl] if shingle_hash.OPENSSL_SHA1 else [])
     for n in range(0, 200):
-        expected = struct.unpack("<I", hashlib.sha1(bytes(data[7:7 + n])).digest()[:4])[0]
+        expected = struct.unpack("<I", hashlib.sha1(bytes(data[7 : 7 + n])).digest()[:4])[0]
         assert all(k(data, 7, 7 + n, w) == expected for k in kernels), n
 
 
@@ -273,5 +319,8 @@ def test_shingle_hash_from_python_is_the_kernels_hash():
     w = np.empty(80, np.uint64)
     for start, end in ((0, 6), (3, 17), (0, len(data))):
         piece = data[start:end].tobytes()
-        assert shingle_hash(HASH_TAGS["sha1"], data, start, end, w) == struct.unpack("<I", hashlib.sha1(piece).digest()[:4])[0]
+        assert (
+            shingle_hash(HASH_TAGS["sha1"], data, start, end, w)
+            == struct.unpack("<I", hashlib.sha1(piece).digest()[:4])[0]
+        )
         assert shingle_hash(HASH_TAGS["xxh32"], data, start, end, w) == xxhash.xxh32_intdigest(piece)

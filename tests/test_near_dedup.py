@@ -1,10 +1,12 @@
 """Near-dedup end to end on Ray: planted families of known Jaccard, template look-alikes, a giant
 cluster, survivor policy, resume in the middle of near-dedup, and dedup against an earlier run."""
+
 import json
 import random
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import write_jsonl
 
 from slimpipe import cli, near
 from slimpipe.config import resolve
@@ -12,12 +14,17 @@ from slimpipe.runner import run
 from slimpipe.stages.minhash import MinHashParams, jaccard, shingle_set
 from slimpipe.stages.normalize import normalize_text
 
-from conftest import write_jsonl
-
 # The web preset's near-dedup on the slimpajama preset's filters (the length rule only), so that
 # every planted document reaches dedup.
-NEAR = ["dedup.near.shingle=word", "dedup.near.ngram=5", "dedup.near.hash=xxh32",
-        "dedup.near.scheme=affine32", "dedup.near.bands=null", "dedup.near.rows=null", "dedup.near.verify=true"]
+NEAR = [
+    "dedup.near.shingle=word",
+    "dedup.near.ngram=5",
+    "dedup.near.hash=xxh32",
+    "dedup.near.scheme=affine32",
+    "dedup.near.bands=null",
+    "dedup.near.rows=null",
+    "dedup.near.verify=true",
+]
 RATES = [0.0, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3]
 
 
@@ -37,8 +44,13 @@ def planted_corpus(root, docs, seed=0):
     for i, base in enumerate(docs[:40]):
         records.append({"id": f"base-{i:03d}", "text": base, "source": "crawl"})
         for k, rate in enumerate(RATES[1:]):
-            records.append({"id": f"base-{i:03d}-v{k}", "text": mutate(base, rate, rng, vocab),
-                            "source": "crawl" if k % 2 else "mirror"})
+            records.append(
+                {
+                    "id": f"base-{i:03d}-v{k}",
+                    "text": mutate(base, rate, rng, vocab),
+                    "source": "crawl" if k % 2 else "mirror",
+                }
+            )
             pairs.append((f"base-{i:03d}", f"base-{i:03d}-v{k}"))
     template = " ".join(" ".join(docs[40 + j].split()[:60]) for j in range(3))
     for j in range(20):
@@ -51,14 +63,18 @@ def planted_corpus(root, docs, seed=0):
         records.append({"id": f"giant-{j:03d}", "text": " ".join(words), "source": "crawl"})
     rng.shuffle(records)
     write_jsonl(root / "a.jsonl", records[: len(records) // 2])
-    write_jsonl(root / "b.jsonl.zst", records[len(records) // 2:], "zstd")
+    write_jsonl(root / "b.jsonl.zst", records[len(records) // 2 :], "zstd")
     return records, pairs
 
 
 def config_for(inputs, out, *sets):
-    return resolve("slimpajama", None, ["input.split_bytes=65536", "input.source_field=source", "ray.progress_bars=false", *NEAR,
-                                           *sets],
-                   [str(p) for p in inputs], str(out))
+    return resolve(
+        "slimpajama",
+        None,
+        ["input.split_bytes=65536", "input.source_field=source", "ray.progress_bars=false", *NEAR, *sets],
+        [str(p) for p in inputs],
+        str(out),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +172,14 @@ def test_dups_cli_shows_a_near_cluster_side_by_side(near_run, capsys):
 
 def test_source_priority_survivor(ray_session, planted, tmp_path):
     root, _, _ = planted
-    stats = run(config_for([root / "in"], tmp_path / "run", "dedup.near.survivor=source_priority",
-                           "dedup.near.source_priority=[mirror, crawl]"))
+    stats = run(
+        config_for(
+            [root / "in"],
+            tmp_path / "run",
+            "dedup.near.survivor=source_priority",
+            "dedup.near.source_priority=[mirror, crawl]",
+        )
+    )
     dups = [d for d in pq.read_table(tmp_path / "run" / "duplicates").to_pylist() if d["kind"] == "near"]
     families = [d for d in dups if d["id"].startswith("base-")]
     assert families and all(d["kept_source"] == "mirror" for d in families)
@@ -184,10 +206,16 @@ def test_resume_in_the_middle_of_near_dedup(ray_session, planted, near_run, tmp_
     assert edges_before == edges_after  # finished steps are not redone
     ref_out, _ = near_run
     for sub in ("duplicates", "clusters"):
-        assert pq.read_table(out / sub).sort_by("id" if sub == "duplicates" else "cluster_id").select(
-            ["cluster_id", "kept_id"]).equals(
-            pq.read_table(ref_out / sub).sort_by("id" if sub == "duplicates" else "cluster_id").select(
-                ["cluster_id", "kept_id"]))
+        assert (
+            pq.read_table(out / sub)
+            .sort_by("id" if sub == "duplicates" else "cluster_id")
+            .select(["cluster_id", "kept_id"])
+            .equals(
+                pq.read_table(ref_out / sub)
+                .sort_by("id" if sub == "duplicates" else "cluster_id")
+                .select(["cluster_id", "kept_id"])
+            )
+        )
 
 
 def test_dedup_against_an_earlier_run(ray_session, planted, tmp_path):
@@ -206,8 +234,14 @@ def test_dedup_against_an_earlier_run(ray_session, planted, tmp_path):
     assert "fresh" in kept and not (kept & old_ids)
     assert stats["conservation"]["holds"]
     with pytest.raises(Exception, match="MinHash settings"):
-        run(config_for([tmp_path / "new"], tmp_path / "run-bad", "dedup.near.ngram=7",
-                       f"dedup.near.against=[{tmp_path / 'run-old'}]"))
+        run(
+            config_for(
+                [tmp_path / "new"],
+                tmp_path / "run-bad",
+                "dedup.near.ngram=7",
+                f"dedup.near.against=[{tmp_path / 'run-old'}]",
+            )
+        )
 
 
 def edited_copy(base: str, lo: float, hi: float, rng: random.Random, vocab: list[str]) -> str | None:
@@ -233,8 +267,10 @@ def graded(ray_session, tmp_path_factory, c4_docs):
         kind, lo, hi = ("high", 0.82, 0.88) if i % 2 == 0 else ("low", 0.55, 0.65)
         copy = edited_copy(base, lo, hi, rng, vocab)
         if copy is not None:
-            records += [{"id": f"page-{i:03d}", "text": base, "source": "crawl"},
-                        {"id": f"page-{i:03d}-copy", "text": copy, "source": "crawl"}]
+            records += [
+                {"id": f"page-{i:03d}", "text": base, "source": "crawl"},
+                {"id": f"page-{i:03d}-copy", "text": copy, "source": "crawl"},
+            ]
             pairs[kind].append((f"page-{i:03d}", f"page-{i:03d}-copy"))
     root = tmp_path_factory.mktemp("graded")
     write_jsonl(root / "in" / "pages.jsonl", records)

@@ -18,8 +18,11 @@ def slimpajama_reference(text: str) -> str:
 
 
 @settings(max_examples=2000, deadline=None)
-@given(st.text(alphabet=st.sampled_from(list(string.printable) + list("\x1c\x1f\x85\xa0\u2028\u3000İßÉ€😀‘’")),
-               max_size=80))
+@given(
+    st.text(
+        alphabet=st.sampled_from(list(string.printable) + list("\x1c\x1f\x85\xa0\u2028\u3000İßÉ€😀‘’")), max_size=80
+    )
+)
 def test_normalize_matches_slimpajama(text):
     assert normalize_text(text) == slimpajama_reference(text)
 

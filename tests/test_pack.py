@@ -1,5 +1,6 @@
 """Packing: plans checked against a plain best-fit reference, and the packed arrays checked for
 the invariants training relies on, on the numpy path and the torch path alike."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -76,8 +77,11 @@ def check_packed(lengths, seq_len, method, seed=0):
 
 
 @settings(max_examples=60, deadline=None)
-@given(lengths=st.lists(st.integers(1, 300), min_size=1, max_size=60), seq_len=st.integers(2, 128),
-       method=st.sampled_from(["bfd", "concat"]))
+@given(
+    lengths=st.lists(st.integers(1, 300), min_size=1, max_size=60),
+    seq_len=st.integers(2, 128),
+    method=st.sampled_from(["bfd", "concat"]),
+)
 def test_packing_invariants(lengths, seq_len, method):
     p = check_packed(lengths, seq_len, method)
     if method == "bfd":  # best fit never cuts a document that fits in a sequence
@@ -112,7 +116,9 @@ def test_shuffling_is_seeded_and_keeps_the_packing():
     b = p.shuffled(np.random.default_rng(7))
     c = p.shuffled(np.random.default_rng(8))
     assert np.array_equal(a.seq, b.seq) and not np.array_equal(a.seq, c.seq)
-    assert sorted(map(tuple, np.c_[a.doc, a.doc_offset, a.length])) == sorted(map(tuple, np.c_[p.doc, p.doc_offset, p.length]))
+    assert sorted(map(tuple, np.c_[a.doc, a.doc_offset, a.length])) == sorted(
+        map(tuple, np.c_[p.doc, p.doc_offset, p.length])
+    )
 
 
 def test_bad_plans_are_refused():

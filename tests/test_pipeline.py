@@ -1,5 +1,6 @@
 """End to end on Ray: a generated corpus of real web text with planted duplicates and every kind
 of bad input, checked for conservation, determinism, resume and the CLI."""
+
 import hashlib
 import json
 import os
@@ -9,13 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
+from conftest import make_corpus, write_jsonl
 
 from slimpipe import cli
 from slimpipe.config import resolve
 from slimpipe.errors import RunConflict
 from slimpipe.runner import run
-
-from conftest import make_corpus, write_jsonl
 
 HUGE = 50 * 2**20
 
@@ -23,23 +23,33 @@ HUGE = 50 * 2**20
 def add_bad_inputs(root: Path) -> dict:
     bad = root / "bad"
     good = "This record is long enough to pass the length rule. " * 5
-    write_jsonl(bad / "mixed.jsonl", [
-        {"text": good + "one"},
-        b'{"text": "broken json',
-        {"title": "no text"},
-        {"text": None},
-        {"text": ["not", "a", "string"]},
-        b'{"text": "bytes \xff\xfe that are not utf-8 ' + good.encode() + b'"}',
-    ])
+    write_jsonl(
+        bad / "mixed.jsonl",
+        [
+            {"text": good + "one"},
+            b'{"text": "broken json',
+            {"title": "no text"},
+            {"text": None},
+            {"text": ["not", "a", "string"]},
+            b'{"text": "bytes \xff\xfe that are not utf-8 ' + good.encode() + b'"}',
+        ],
+    )
     (bad / "empty.jsonl").write_bytes(b"")
     data = zstandard.ZstdCompressor().compress(
-        b"".join(json.dumps({"text": good + str(i)}).encode() + b"\n" for i in range(400)))
+        b"".join(json.dumps({"text": good + str(i)}).encode() + b"\n" for i in range(400))
+    )
     (bad / "truncated.jsonl.zst").write_bytes(data[: len(data) // 2])
     os.symlink(root / "missing-target.jsonl", bad / "unreadable.jsonl")
     huge = ("A single enormous web page that never ends. " * (HUGE // 44 + 1))[:HUGE]
     write_jsonl(bad / "huge.jsonl", [{"text": huge}])
-    return {"malformed_json": 1, "missing_text": 1, "null_text": 1, "text_not_string": 1,
-            "corrupt_stream": 1, "unreadable_file": 1}
+    return {
+        "malformed_json": 1,
+        "missing_text": 1,
+        "null_text": 1,
+        "text_not_string": 1,
+        "corrupt_stream": 1,
+        "unreadable_file": 1,
+    }
 
 
 def config_for(inputs, output, **sets):
@@ -73,7 +83,7 @@ def test_conservation_and_counts(corpus, first_run):
     assert docs.num_rows == c["kept"] and rejected.num_rows == c["rejected"] and dups.num_rows == c["duplicates"]
     assert c["input_records"] == docs.num_rows + rejected.num_rows + dups.num_rows
     # Every input line is accounted for exactly once, by (file, line).
-    seen = [(f, l) for t in (docs, rejected, dups) for f, l in zip(t["file"].to_pylist(), t["line"].to_pylist())]
+    seen = [(f, n) for t in (docs, rejected, dups) for f, n in zip(t["file"].to_pylist(), t["line"].to_pylist())]
     assert len(seen) == len(set(seen))
     assert dups.num_rows == planted["duplicates"]
     reasons = {}
@@ -116,9 +126,15 @@ def test_stats_per_source(first_run):
     assert s["bad"]["read"]["utf8_repaired"] == 1
     assert s["bad"]["rejected_by_reason"]["read: malformed_json"] == 1
     assert s["web"]["rejected_by_reason"]["filter: length.too_short"] >= 7
-    for name, src in s.items():
-        assert src["read"]["records"] == src["read"]["rejected"] + src["filter"]["rejected"] \
-            + src["exact_dedup"]["duplicates"] + src["near_dedup"]["duplicates"] + src["output"]["documents"]
+    for src in s.values():
+        assert (
+            src["read"]["records"]
+            == src["read"]["rejected"]
+            + src["filter"]["rejected"]
+            + src["exact_dedup"]["duplicates"]
+            + src["near_dedup"]["duplicates"]
+            + src["output"]["documents"]
+        )
     assert s["web"]["exact_dedup"]["byte_duplication_pct"] > 0
     assert stats["totals"]["output"]["documents"] == stats["output"]["documents"]
 

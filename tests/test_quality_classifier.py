@@ -1,20 +1,22 @@
 """`slimpipe train-quality` and the quality filter: trained on real web text against
 generated spam, it tells the two apart on held-out pages."""
+
 import json
 import random
 
 import pytest
+from conftest import filter_settings, make_filter, write_jsonl
 
 from slimpipe import cli
 from slimpipe.errors import ConfigError
 from slimpipe.stages.filters import FilterStage
 from slimpipe.stages.filters.doc import Doc
 
-from conftest import filter_settings, make_filter, write_jsonl
-
-SPAM_WORDS = ("buy cheap best price click here free shipping casino bonus win now discount viagra "
-              "login register home contact menu cart checkout subscribe follow share tweet like "
-              "download crack keygen torrent hot deals offer limited sale").split()
+SPAM_WORDS = (
+    "buy cheap best price click here free shipping casino bonus win now discount viagra "
+    "login register home contact menu cart checkout subscribe follow share tweet like "
+    "download crack keygen torrent hot deals offer limited sale"
+).split()
 
 
 def spam(rng: random.Random) -> str:
@@ -29,8 +31,19 @@ def model(tmp_path_factory, c4_docs):
     write_jsonl(root / "good.jsonl", [{"text": d["text"]} for d in c4_docs[:500]])
     write_jsonl(root / "bad.jsonl.gz", [{"text": spam(rng)} for _ in range(500)], "gzip")
     out = root / "model" / "quality.bin"
-    code = cli.main(["train-quality", "--positive", str(root / "good.jsonl"), "--negative",
-                     str(root / "bad.jsonl.gz"), "--output", str(out), "--epoch", "10"])
+    code = cli.main(
+        [
+            "train-quality",
+            "--positive",
+            str(root / "good.jsonl"),
+            "--negative",
+            str(root / "bad.jsonl.gz"),
+            "--output",
+            str(out),
+            "--epoch",
+            "10",
+        ]
+    )
     assert code == 0 and out.exists()
     return out
 
@@ -50,8 +63,22 @@ def test_training_reports_holdout_figures(tmp_path, c4_docs, capsys):
     rng = random.Random(2)
     write_jsonl(tmp_path / "g.jsonl", [{"body": d["text"]} for d in c4_docs[:300]])
     write_jsonl(tmp_path / "b.jsonl", [{"body": spam(rng)} for _ in range(300)])
-    assert cli.main(["train-quality", "--positive", str(tmp_path / "g.jsonl"), "--negative",
-                     str(tmp_path / "b.jsonl"), "--output", str(tmp_path / "m.bin"), "--text-field", "body"]) == 0
+    assert (
+        cli.main(
+            [
+                "train-quality",
+                "--positive",
+                str(tmp_path / "g.jsonl"),
+                "--negative",
+                str(tmp_path / "b.jsonl"),
+                "--output",
+                str(tmp_path / "m.bin"),
+                "--text-field",
+                "body",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["holdout_examples"] > 20 and result["holdout_accuracy"] >= 0.9
     assert result["train_examples"]["hq"] + result["train_examples"]["lq"] + result["holdout_examples"] == 600
@@ -61,6 +88,18 @@ def test_missing_model_and_missing_examples_are_clear(tmp_path, capsys):
     with pytest.raises(ConfigError, match="quality classifier model not found"):
         FilterStage({"quality": filter_settings("quality", model=str(tmp_path / "nope.bin"))})
     write_jsonl(tmp_path / "g.jsonl", [{"text": "only good examples here"}])
-    assert cli.main(["train-quality", "--positive", str(tmp_path / "g.jsonl"), "--negative",
-                     str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "m.bin")]) == 2
+    assert (
+        cli.main(
+            [
+                "train-quality",
+                "--positive",
+                str(tmp_path / "g.jsonl"),
+                "--negative",
+                str(tmp_path / "missing.jsonl"),
+                "--output",
+                str(tmp_path / "m.bin"),
+            ]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err

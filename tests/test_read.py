@@ -4,13 +4,12 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import write_jsonl
 
-from slimpipe.errors import ConfigError
 from slimpipe.config import load_preset
+from slimpipe.errors import ConfigError
 from slimpipe.io.inputs import byte_ranges, count_newlines_in_range, discover, plan_chunks
 from slimpipe.stages.read import read_chunk
-
-from conftest import write_jsonl
 
 READ_CFG = load_preset("slimpajama")["input"]
 
@@ -57,24 +56,35 @@ def test_split_ranges_give_the_same_records_and_lines(tmp_path, c4_docs):
 
 def test_bad_records_become_rejected_rows(tmp_path):
     good = "word " * 60
-    path = write_jsonl(tmp_path / "bad.jsonl", [
-        {"text": good, "id": 7},
-        b'{"text": "unterminated',
-        {"id": "x"},
-        {"text": None},
-        {"text": 42},
-        b"[1, 2]",
-        b'{"text": "caf\xe9 ' + good.encode() + b'"}',
-        b'{"text": "pair \\ud83d\\ude00 lone \\ud800 end"}',
-    ])
+    path = write_jsonl(
+        tmp_path / "bad.jsonl",
+        [
+            {"text": good, "id": 7},
+            b'{"text": "unterminated',
+            {"id": "x"},
+            {"text": None},
+            {"text": 42},
+            b"[1, 2]",
+            b'{"text": "caf\xe9 ' + good.encode() + b'"}',
+            b'{"text": "pair \\ud83d\\ude00 lone \\ud800 end"}',
+        ],
+    )
     rows = read_all([path])
     reasons = [r["reject_reason"] for r in rows]
-    assert reasons == [None, "malformed_json", "missing_text", "null_text", "text_not_string",
-                       "not_an_object", None, None]
+    assert reasons == [
+        None,
+        "malformed_json",
+        "missing_text",
+        "null_text",
+        "text_not_string",
+        "not_an_object",
+        None,
+        None,
+    ]
     assert rows[0]["id"] == "7"
     assert rows[1]["raw"] == b'{"text": "unterminated' and rows[1]["reject_stage"] == "read"
     assert rows[6]["utf8_repaired"] and rows[6]["text"].startswith("caf\ufffd ")
-    assert rows[7]["text"] == "pair \U0001F600 lone \ufffd end" and rows[7]["utf8_repaired"]
+    assert rows[7]["text"] == "pair \U0001f600 lone \ufffd end" and rows[7]["utf8_repaired"]
     assert [r["line"] for r in rows] == list(range(1, 9))
 
 

@@ -1,4 +1,5 @@
 """A killed run resumes and ends with output identical to an uninterrupted run."""
+
 import json
 import os
 import signal
@@ -11,11 +12,10 @@ from pathlib import Path
 import psutil
 import pyarrow.parquet as pq
 import pytest
+from conftest import write_jsonl
 
 from slimpipe.config import resolve
 from slimpipe.runner import run
-
-from conftest import write_jsonl
 
 SETS = ["input.split_bytes=65536", "output.shard_bytes=400000"]
 
@@ -25,8 +25,10 @@ def outputs(run_dir: Path) -> dict:
     return {
         "documents": [s["sha256"] for s in manifest["shards"]],
         "duplicates": pq.read_table(run_dir / "duplicates").sort_by("id").to_pylist(),
-        "rejected": sorted((r["file"], r["line"], r["reason"]) for r in
-                           pq.read_table(run_dir / "rejected", columns=["file", "line", "reason"]).to_pylist()),
+        "rejected": sorted(
+            (r["file"], r["line"], r["reason"])
+            for r in pq.read_table(run_dir / "rejected", columns=["file", "line", "reason"]).to_pylist()
+        ),
         "conservation": json.loads((run_dir / "stats.json").read_text())["conservation"],
     }
 
@@ -68,10 +70,20 @@ def test_sigkill_mid_run_then_resume_gives_identical_output(ray_session, big_cor
     out = tmp_path / "run"
     ray_tmp = tempfile.mkdtemp(prefix="sp-kill-", dir="/tmp")
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_ADDRESS": ""}
-    cmd = [sys.executable, "-m", "slimpipe.cli", "run", "--preset", "slimpajama", "--input", str(big_corpus),
-           "--output", str(out), *[a for s in SETS for a in ("--set", s)]]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "slimpipe.cli",
+        "run",
+        "--preset",
+        "slimpajama",
+        "--input",
+        str(big_corpus),
+        "--output",
+        str(out),
+        *[a for s in SETS for a in ("--set", s)],
+    ]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:
@@ -116,7 +128,10 @@ def test_crash_while_writing_shards_redoes_only_the_missing_ones(ray_session, bi
     kept = (out / "documents" / "part-00000.parquet").stat().st_mtime_ns
     run(config)
     assert (out / "documents" / "part-00000.parquet").stat().st_mtime_ns == kept
-    assert json.loads((out / "run.json").read_text())["stages"]["write"]["reused"] == state["stages"]["write"]["shards"] - 1
+    assert (
+        json.loads((out / "run.json").read_text())["stages"]["write"]["reused"]
+        == state["stages"]["write"]["shards"] - 1
+    )
     assert outputs(out) == uninterrupted
 
 

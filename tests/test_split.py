@@ -1,16 +1,23 @@
 """Train/holdout split and decontamination: unit rules, then end to end on Ray."""
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from conftest import write_jsonl
 
 from slimpipe.config import load_preset, resolve
 from slimpipe.runner import run
-from slimpipe.stages.decontaminate import (EVAL, HOLDOUT, Contaminants, contaminant_hashes, frequent_ngrams,
-                                           holdout_mask, ngram_doc_freq)
+from slimpipe.stages.decontaminate import (
+    EVAL,
+    HOLDOUT,
+    Contaminants,
+    contaminant_hashes,
+    frequent_ngrams,
+    holdout_mask,
+    ngram_doc_freq,
+)
 from slimpipe.stages.minhash import ngram_hashes
 from slimpipe.stages.normalize import normalize_text
-
-from conftest import write_jsonl
 
 
 def test_holdout_is_deterministic_by_id_and_near_the_ratio():
@@ -32,8 +39,11 @@ def test_exact_and_ngram_contamination(c4_docs):
     quote = " ".join(eval_text.split()[20:40])
     index = _index([eval_text], 13)
     check = lambda t, min_shared=1: index.check(normalize_text(t), 13, min_shared)  # noqa: E731
-    assert check(eval_text.upper()) == ("decontaminate.exact", 1.0,  # the same once normalised
-                                        "the same normalised text as a document in the evaluation data")
+    assert check(eval_text.upper()) == (
+        "decontaminate.exact",
+        1.0,  # the same once normalised
+        "the same normalised text as a document in the evaluation data",
+    )
     reason, shared, detail = check(c4_docs[5]["text"] + "\n" + quote)
     assert reason == "decontaminate.ngram" and shared == 20 - 13 + 1
     assert detail.startswith("shares 8 of its ") and detail.endswith(" word 13-grams with the evaluation data")
@@ -43,12 +53,15 @@ def test_exact_and_ngram_contamination(c4_docs):
     exact_only = _index([eval_text], 0)
     assert exact_only.check(normalize_text(quote), 0) is None
     # a text in both the holdout (its n-grams asked for) and the evaluation data: the detail names both
-    both = Contaminants(pa.concat_tables([contaminant_hashes([normalize_text(eval_text)], 13, origin)
-                                          for origin in (HOLDOUT, EVAL)]))
+    both = Contaminants(
+        pa.concat_tables([contaminant_hashes([normalize_text(eval_text)], 13, origin) for origin in (HOLDOUT, EVAL)])
+    )
     assert both.check(normalize_text(eval_text), 13)[2] == (
-        "the same normalised text as a document in the holdout and the evaluation data")
+        "the same normalised text as a document in the holdout and the evaluation data"
+    )
     assert both.check(normalize_text(quote), 13)[2].endswith(
-        "with the holdout and the evaluation data (8 with the holdout, 8 with the evaluation data)")
+        "with the holdout and the evaluation data (8 with the holdout, 8 with the evaluation data)"
+    )
 
 
 # --- a crawl of templated sites -------------------------------------------------------------------
@@ -58,14 +71,18 @@ SITES = ("Riverside Gazette", "Maple Hardware", "Coastline Travel")
 
 def _template(site: str) -> tuple[str, str]:
     """A site's header and nav, and its footer and legal lines, as its every page carries them."""
-    head = (f"{site} | Home | News | Reviews | About us | Contact\n"
-            f"Menu: Latest stories, Most popular, Opinion, Newsletter sign-up, Advertise with {site}\n"
-            f"Welcome to {site}, your trusted source for local news, reviews and practical advice since 1998.")
-    foot = (f"Subscribe to the {site} newsletter and get the best of our stories delivered to your inbox every week.\n"
-            f"Copyright 2021 {site} Media Group. All rights reserved. No part of this site may be reproduced "
-            "without our written permission.\n"
-            "This website uses cookies to improve your experience. By continuing to browse the site you are "
-            "agreeing to our use of cookies as described in our privacy policy and terms of service.")
+    head = (
+        f"{site} | Home | News | Reviews | About us | Contact\n"
+        f"Menu: Latest stories, Most popular, Opinion, Newsletter sign-up, Advertise with {site}\n"
+        f"Welcome to {site}, your trusted source for local news, reviews and practical advice since 1998."
+    )
+    foot = (
+        f"Subscribe to the {site} newsletter and get the best of our stories delivered to your inbox every week.\n"
+        f"Copyright 2021 {site} Media Group. All rights reserved. No part of this site may be reproduced "
+        "without our written permission.\n"
+        "This website uses cookies to improve your experience. By continuing to browse the site you are "
+        "agreeing to our use of cookies as described in our privacy policy and terms of service."
+    )
     return head, foot
 
 
@@ -77,12 +94,15 @@ def _page(site: str, body: str) -> str:
 
 def _templated_crawl(c4_docs, per_site: int) -> list[dict]:
     bodies = [d["text"] for d in c4_docs if len(d["text"].split()) >= 80]
-    return [{"id": f"{site.split()[0].lower()}-{i}", "site": site, "text": _page(site, bodies[s * per_site + i])}
-            for s, site in enumerate(SITES) for i in range(per_site)]
+    return [
+        {"id": f"{site.split()[0].lower()}-{i}", "site": site, "text": _page(site, bodies[s * per_site + i])}
+        for s, site in enumerate(SITES)
+        for i in range(per_site)
+    ]
 
 
 def _words(text: str, start: int, n: int) -> str:
-    return " ".join(text.split()[start:start + n])
+    return " ".join(text.split()[start : start + n])
 
 
 def test_document_frequency_cap_ignores_template_ngrams(c4_docs):
@@ -96,7 +116,8 @@ def test_document_frequency_cap_ignores_template_ngrams(c4_docs):
     whole = ngram_doc_freq(grams, index.ngrams)
     # each document counts once per n-gram it holds; n-grams no document holds are left out
     assert ngram_doc_freq([grams[0], grams[0]], index.ngrams)["docs"].to_pylist() == [2] * len(
-        np.intersect1d(grams[0], index.ngrams))
+        np.intersect1d(grams[0], index.ngrams)
+    )
     # the quoted words on one page, the site's own template on its 15, the legal lines every site carries on all 46
     assert set(whole["docs"].to_pylist()) == {1, 15, 46}
     frequent = frequent_ngrams(whole, 10)["hash"].to_numpy()
@@ -139,8 +160,13 @@ def test_templated_crawl_keeps_holdout_siblings_and_removes_eval_copies(ray_sess
     write_jsonl(tmp_path / "eval" / "items.jsonl", items)
     # the web preset's split settings, on the length filter alone (the rule filters are not tested here)
     sets = [f"split.holdout_ratio={ratio}", "split.eval_text_field=question", f"split.eval_files=[{tmp_path / 'eval'}]"]
-    config = resolve("slimpajama", None, [*sets, "split.ngram=13", "dedup.near.enabled=false"],
-                     [str(tmp_path / "in")], str(tmp_path / "run"))
+    config = resolve(
+        "slimpajama",
+        None,
+        [*sets, "split.ngram=13", "dedup.near.enabled=false"],
+        [str(tmp_path / "in")],
+        str(tmp_path / "run"),
+    )
     assert config["split"] == resolve("web", None, sets, [str(tmp_path / "in")], str(tmp_path / "run"))["split"]
     stats = run(config)
     split = {d["id"]: d["split"] for d in pq.read_table(tmp_path / "run" / "documents").to_pylist()}
@@ -150,8 +176,11 @@ def test_templated_crawl_keeps_holdout_siblings_and_removes_eval_copies(ray_sess
     assert {i for i, s in split.items() if s == "train"} == {p["id"] for p in pages} - holdout
     assert {i for i, s in split.items() if s == "holdout"} == holdout
     assert {i: r["reason"] for i, r in rejected.items()} == {
-        "riverside-copy": "decontaminate.ngram", "maple-copy": "decontaminate.ngram",
-        "quotes-coastline-item": "decontaminate.ngram", "verbatim": "decontaminate.exact"}
+        "riverside-copy": "decontaminate.ngram",
+        "maple-copy": "decontaminate.ngram",
+        "quotes-coastline-item": "decontaminate.ngram",
+        "verbatim": "decontaminate.exact",
+    }
     grams = lambda i: len(ngram_hashes(normalize_text(items[i]["question"]), 13))  # noqa: E731
     assert rejected["riverside-copy"]["value"] == grams(0)
     assert rejected["maple-copy"]["value"] == grams(1) + grams(2)  # both items (not the n-grams across them)
@@ -173,21 +202,35 @@ def test_holdout_ngrams_when_asked_end_to_end(ray_session, c4_docs, tmp_path):
     train = [d for d in docs if not holdout_mask([d["id"]], 0.2, 0)[0]]
     assert len(held) >= 20
     # train pages quoting 30 words of a holdout page, and one quoting the evaluation set
-    quoting = [{"id": f"quote-{i}", "text": c4_docs[300 + i]["text"] + "\n" + " ".join(held[i]["text"].split()[:30])}
-               for i in range(3) if not holdout_mask([f"quote-{i}"], 0.2, 0)[0]]
+    quoting = [
+        {"id": f"quote-{i}", "text": c4_docs[300 + i]["text"] + "\n" + " ".join(held[i]["text"].split()[:30])}
+        for i in range(3)
+        if not holdout_mask([f"quote-{i}"], 0.2, 0)[0]
+    ]
     eval_doc = {"question": " ".join(train[50]["text"].split()[10:40])}
     write_jsonl(tmp_path / "in" / "a.jsonl", docs + quoting)
     write_jsonl(tmp_path / "eval" / "eval.jsonl", [eval_doc, {"question": "what is two plus two?"}])
-    config = resolve("slimpajama", None, ["split.holdout_ratio=0.2", "split.ngram=13", "split.holdout_ngrams=true",
-                                          "split.eval_text_field=question", f"split.eval_files=[{tmp_path / 'eval'}]"],
-                     [str(tmp_path / "in")], str(tmp_path / "run"))
+    config = resolve(
+        "slimpajama",
+        None,
+        [
+            "split.holdout_ratio=0.2",
+            "split.ngram=13",
+            "split.holdout_ngrams=true",
+            "split.eval_text_field=question",
+            f"split.eval_files=[{tmp_path / 'eval'}]",
+        ],
+        [str(tmp_path / "in")],
+        str(tmp_path / "run"),
+    )
     stats = run(config)
     out = pq.read_table(tmp_path / "run" / "documents").to_pylist()
     split = {d["id"]: d["split"] for d in out}
     assert all((s == "holdout") == holdout_mask([i], 0.2, 0)[0] for i, s in split.items())
     assert sum(s == "holdout" for s in split.values()) >= 20
-    rejected = {r["id"]: r for r in pq.read_table(tmp_path / "run" / "rejected").to_pylist()
-                if r["stage"] == "decontaminate"}
+    rejected = {
+        r["id"]: r for r in pq.read_table(tmp_path / "run" / "rejected").to_pylist() if r["stage"] == "decontaminate"
+    }
     assert {q["id"] for q in quoting} | {train[50]["id"]} == set(rejected)
     assert all(r["reason"] == "decontaminate.ngram" and r["value"] >= 1 for r in rejected.values())
     assert {r["detail"].rsplit(" with ", 1)[1] for r in rejected.values()} == {"the holdout", "the evaluation data"}
@@ -202,9 +245,17 @@ def test_evaluation_data_found_nowhere(ray_session, c4_docs, tmp_path):
     write_jsonl(tmp_path / "in" / "a.jsonl", [dict(d, id=f"doc-{i}") for i, d in enumerate(c4_docs[:30])])
     item = _words(c4_docs[400]["text"], 0, 40)
     write_jsonl(tmp_path / "eval" / "e.jsonl", [{"text": item}])
-    config = resolve("web", None, [f"split.eval_files=[{tmp_path / 'eval'}]", "dedup.near.enabled=false",
-                                   *(f"filters.{f}.enabled=false" for f in load_preset("web")["filters"])],
-                     [str(tmp_path / "in")], str(tmp_path / "run"))
+    config = resolve(
+        "web",
+        None,
+        [
+            f"split.eval_files=[{tmp_path / 'eval'}]",
+            "dedup.near.enabled=false",
+            *(f"filters.{f}.enabled=false" for f in load_preset("web")["filters"]),
+        ],
+        [str(tmp_path / "in")],
+        str(tmp_path / "run"),
+    )
     stats = run(config)
     assert stats["split"]["ngrams"] == len(ngram_hashes(normalize_text(item), 13)) > 0
     assert stats["split"]["ngrams_ignored"] == 0

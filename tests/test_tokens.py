@@ -1,6 +1,7 @@
 """Tokens for training, end to end on Ray: train a tokenizer on a finished run, tokenize it,
 export Megatron and packed Arrow shards, read them back with their own readers, and feed a
 training loop that resumes."""
+
 import json
 import shutil
 import warnings
@@ -9,17 +10,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import write_jsonl
 
 from slimpipe.cli import main as cli_main
 from slimpipe.config import resolve
-from slimpipe.export import export
 from slimpipe.errors import RunConflict
+from slimpipe.export import export
 from slimpipe.runner import run
 from slimpipe.stages.export import megatron_dtype
 from slimpipe.stages.tokenize import Encoder, TokenizerError, token_type
 from slimpipe.tokens import tokenize, train_tokenizer
-
-from conftest import write_jsonl
 
 torch = pytest.importorskip("torch")
 
@@ -39,8 +39,13 @@ def tokens_run(ray_session, c4_docs, tmp_path_factory):
     docs = [dict(d, id=f"c4-{i}") for i, d in enumerate(c4_docs[:240])]
     write_jsonl(root / "in" / "web" / "a.jsonl", docs[:160])
     write_jsonl(root / "in" / "news" / "b.jsonl", docs[160:] + [{"id": "code-1", "text": CODE * 40}])
-    config = resolve("slimpajama", None, ["split.holdout_ratio=0.2", "ray.progress_bars=false"],
-                     [str(root / "in")], str(root / "run"))
+    config = resolve(
+        "slimpajama",
+        None,
+        ["split.holdout_ratio=0.2", "ray.progress_bars=false"],
+        [str(root / "in")],
+        str(root / "run"),
+    )
     run(config)
     run_dir = str(root / "run")
     info = train_tokenizer(run_dir, ["tokenizer.vocab_size=1200", "tokenizer.user_symbols=[<|code|>]"])
@@ -139,16 +144,19 @@ def arrow_export(tokens_run, tmp_path_factory):
 def test_arrow_export_holds_every_token_once_and_splits_apart(tokens_run, arrow_export):
     out, manifest = arrow_export
     tokens = pa.concat_tables([_stream(f) for f in sorted((tokens_run["dir"] / "tokens").glob("*.arrow"))])
-    docs = {(i, s): ids for i, s, ids in zip(tokens["id"].to_pylist(), tokens["split"].to_pylist(),
-                                             tokens["input_ids"].to_pylist())}
+    docs = {
+        (i, s): ids
+        for i, s, ids in zip(tokens["id"].to_pylist(), tokens["split"].to_pylist(), tokens["input_ids"].to_pylist())
+    }
     for split in ("train", "holdout"):
         packed = pa.concat_tables([_stream(out / f) for f in manifest["splits"][split]["files"]])
         assert all(len(r) == 512 for r in packed["input_ids"].to_pylist())
         # rebuild each document from its pieces (cu_seqlens cut the rows; `documents` and
         # `document_offsets` say which part of which document each piece is)
         pieces: dict = {}
-        for ids, cu, names, offsets in zip(*(packed[c].to_pylist() for c in
-                                              ("input_ids", "cu_seqlens", "documents", "document_offsets"))):
+        for ids, cu, names, offsets in zip(
+            *(packed[c].to_pylist() for c in ("input_ids", "cu_seqlens", "documents", "document_offsets"))
+        ):
             for k, (name, offset) in enumerate(zip(names, offsets)):
                 pieces.setdefault(name, []).append((offset, ids[cu[k] : cu[k + 1]]))
         rebuilt = {name: [t for _, piece in sorted(p) for t in piece] for name, p in pieces.items()}
@@ -157,7 +165,9 @@ def test_arrow_export_holds_every_token_once_and_splits_apart(tokens_run, arrow_
         assert manifest["splits"][split]["tokens"] == sum(map(len, expected.values()))
         # best fit cuts exactly the documents longer than a sequence
         over = sum(len(ids) > 512 for ids in expected.values())
-        assert manifest["splits"][split]["documents_split"] == manifest["splits"][split]["documents_over_seq_len"] == over
+        assert (
+            manifest["splits"][split]["documents_split"] == manifest["splits"][split]["documents_over_seq_len"] == over
+        )
         assert sum(manifest["splits"][split]["sources"].values()) == manifest["splits"][split]["tokens"]
     assert manifest["tokenizer"]["sha256"] == tokens_run["info"]["sha256"]
     assert manifest["seed"] == 5 and manifest["seq_len"] == 512 and manifest["method"] == "bfd"
@@ -199,8 +209,9 @@ def test_megatron_export_reads_back_with_megatron_core(tokens_run, tmp_path):
     manifest = export(str(tokens_run["dir"]), "megatron", str(tmp_path / "mg"))
     tokens = pa.concat_tables([_stream(f) for f in sorted((tokens_run["dir"] / "tokens").glob("*.arrow"))])
     for split in ("train", "holdout"):
-        expected = sorted(tuple(ids) for ids, s in zip(tokens["input_ids"].to_pylist(), tokens["split"].to_pylist())
-                          if s == split)
+        expected = sorted(
+            tuple(ids) for ids, s in zip(tokens["input_ids"].to_pylist(), tokens["split"].to_pylist()) if s == split
+        )
         got = []
         for prefix in manifest["splits"][split]["files"]:
             ds = indexed.IndexedDataset(str(tmp_path / "mg" / prefix))
@@ -214,19 +225,32 @@ def test_megatron_export_reads_back_with_megatron_core(tokens_run, tmp_path):
 def test_megatron_export_of_a_wide_vocabulary(tmp_path):
     """Ids past uint16 (vocabularies over 65,535) go to int32 shards that read back exact."""
     indexed = pytest.importorskip("megatron.core.datasets.indexed_dataset")
-    from slimpipe.stages.export import FORMATS, export_group
     from slimpipe.schemas import tokens_schema
+    from slimpipe.stages.export import FORMATS, export_group
 
     ids = [[1, 70000, 128000, 2], [], [5, 99999]]
-    table = pa.table({"id": ["a", "b", "c"], "source": ["s"] * 3, "split": ["train"] * 3,
-                      "input_ids": pa.array(ids, pa.large_list(pa.uint32()))}, schema=tokens_schema(pa.uint32()))
+    table = pa.table(
+        {
+            "id": ["a", "b", "c"],
+            "source": ["s"] * 3,
+            "split": ["train"] * 3,
+            "input_ids": pa.array(ids, pa.large_list(pa.uint32())),
+        },
+        schema=tokens_schema(pa.uint32()),
+    )
     (tmp_path / "tokens").mkdir()
     with pa.ipc.new_stream(str(tmp_path / "tokens" / "t.arrow"), table.schema) as w:
         w.write_table(table)
     fmt = FORMATS["megatron"]({"format": "megatron", "seed": 0, "megatron_dtype": "int32"})
     prefix = str(tmp_path / "out" / "train" / "t")
-    done = export_group(fmt, {"group": "t", "tokens": str(tmp_path / "tokens" / "t.arrow"),
-                              "outputs": [{"split": "train", "prefix": prefix}]})
+    done = export_group(
+        fmt,
+        {
+            "group": "t",
+            "tokens": str(tmp_path / "tokens" / "t.arrow"),
+            "outputs": [{"split": "train", "prefix": prefix}],
+        },
+    )
     assert done["splits"][0]["empty"] == 1 and done["splits"][0]["documents"] == 2
     ds = indexed.IndexedDataset(prefix)
     assert ds.index.dtype == np.int32
@@ -284,10 +308,29 @@ def test_gpu_export_asks_ray_for_a_gpu_and_matches_the_cpu_path(tokens_run, arro
     import sys
 
     out, manifest = arrow_export
-    res = subprocess.run([sys.executable, "-c", GPU_CLUSTER_SCRIPT, str(tokens_run["dir"]), "--format", "arrow",
-                          "--out", str(tmp_path / "gpu"), "--set", "pack.seq_len=512", "--set", "pack.seed=5",
-                          "--set", "pack.device=cuda", "--set", "ray.progress_bars=false"],
-                         capture_output=True, text=True, timeout=400)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            GPU_CLUSTER_SCRIPT,
+            str(tokens_run["dir"]),
+            "--format",
+            "arrow",
+            "--out",
+            str(tmp_path / "gpu"),
+            "--set",
+            "pack.seq_len=512",
+            "--set",
+            "pack.seed=5",
+            "--set",
+            "pack.device=cuda",
+            "--set",
+            "ray.progress_bars=false",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "packing with torch" in res.stderr or "packing with torch" in res.stdout or _has_cuda()
     for split in ("train", "holdout"):
@@ -320,10 +363,13 @@ def test_ray_train_worker_reads_its_shard_and_the_loader(ray_session, arrow_expo
         with open(cfg["result"], "w") as f:
             json.dump({"shard_rows": rows, "loader_batches": len(loader), "world": loader.world_size}, f)
 
-    trainer = TorchTrainer(loop, train_loop_config={"export": str(out), "result": str(result_file)},
-                           scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
-                           datasets={"train": packed_dataset(str(out))},
-                           run_config=RunConfig(storage_path=str(tmp_path / "train")))
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config={"export": str(out), "result": str(result_file)},
+        scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
+        datasets={"train": packed_dataset(str(out))},
+        run_config=RunConfig(storage_path=str(tmp_path / "train")),
+    )
     assert trainer.fit().error is None
     seen = json.loads(result_file.read_text())
     n = manifest["splits"]["train"]["sequences"]

@@ -1,5 +1,6 @@
 """Filesystems (Ray-free): every path goes through pyarrow.fs, so run directories and inputs can live on
 local disk, a shared file system or object storage (s3://, gs://) alike. Writes are atomic."""
+
 from __future__ import annotations
 
 import hashlib
@@ -57,14 +58,10 @@ def read_json(fs: pafs.FileSystem, path: str):
         return json.loads(f.read())
 
 
-def write_parquet_atomic(
-    fs: pafs.FileSystem, path: str, table: pa.Table, compression_level: int = 3
-) -> dict:
+def write_parquet_atomic(fs: pafs.FileSystem, path: str, table: pa.Table, compression_level: int = 3) -> dict:
     """Write one zstd Parquet file atomically; returns its rows, bytes and sha256."""
     sink = pa.BufferOutputStream()
-    pq.write_table(
-        table, sink, compression="zstd", compression_level=compression_level, row_group_size=16384
-    )
+    pq.write_table(table, sink, compression="zstd", compression_level=compression_level, row_group_size=16384)
     buf = sink.getvalue()
     _atomic_write(fs, path, buf)
     return {

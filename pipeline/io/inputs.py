@@ -1,5 +1,6 @@
 """Input discovery and read planning: which files, which source each belongs to, and how large
 files are split into chunks (the unit of parallel reading and of resume)."""
+
 from __future__ import annotations
 
 import glob as globlib
@@ -57,7 +58,7 @@ class Chunk:
         return asdict(self)
 
     @staticmethod
-    def from_dict(d: dict) -> "Chunk":
+    def from_dict(d: dict) -> Chunk:
         return Chunk(**{**d, "file": InputFile(**d["file"])})
 
 
@@ -92,8 +93,11 @@ def discover(paths: list[str], input_cfg: dict) -> list[InputFile]:
         for f in _expand(arg, input_cfg):
             found.setdefault(f.uri, f)
     if not found:
-        names = ", ".join(suffix + ("[.gz|.zst]" if spec.compressible else "")
-                          for spec in FORMATS.values() for suffix in spec.suffixes)
+        names = ", ".join(
+            suffix + ("[.gz|.zst]" if spec.compressible else "")
+            for spec in FORMATS.values()
+            for suffix in spec.suffixes
+        )
         raise ConfigError(f"no input files ({names}) under {', '.join(paths)}")
     return sorted(found.values(), key=lambda f: f.uri)
 
@@ -144,7 +148,7 @@ def _walk(fs: pafs.FileSystem, root: str) -> list[str]:
     """Every non-directory entry under root, including broken links (they become rejected
     rows naming the file, not a silent skip)."""
     if isinstance(fs, pafs.LocalFileSystem):
-        out = []
+        out: list[str] = []
         for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
             dirnames.sort()
             out.extend(os.path.join(dirpath, n) for n in filenames)
@@ -193,7 +197,8 @@ def plan_parquet(f: InputFile, split_bytes: int) -> list[Chunk]:
         sizes = [meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)]
     except Exception:  # an unreadable file is read (and rejected, with the error) by one task
         return [Chunk(key=_chunk_key(f, 0), file=f)]
-    chunks, start, acc, first_row = [], 0, 0, 1
+    chunks: list[Chunk] = []
+    start, acc, first_row = 0, 0, 1
     for i, size in enumerate(sizes):
         acc += size
         if acc >= split_bytes or i == len(sizes) - 1:

@@ -15,6 +15,7 @@ legal text, a common phrase) is not evidence that a page copied the evaluation d
 ignored. The n-grams are 64-bit hashes; a text shorter than one n-gram counts as one n-gram
 of itself.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,8 +37,10 @@ def holdout_mask(ids: list[str], ratio: float, seed: int) -> np.ndarray:
     if ratio <= 0:
         return np.zeros(len(ids), bool)
     cut = int(ratio * 2**64)
-    return np.array([int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=8).digest(), "little") < cut
-                     for i in ids], dtype=bool)
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(f"{seed}:{i}".encode(), digest_size=8).digest(), "little") < cut for i in ids],
+        dtype=bool,
+    )
 
 
 def split_names(ids: list[str], ratio: float, seed: int) -> pa.Array:
@@ -53,11 +56,19 @@ def contaminant_hashes(norm_texts: list[str], ngram: int, origin: int) -> pa.Tab
     """What train must not contain, from some holdout or evaluation texts: rows of (kind, hash,
     origin); `ngram` 0 gives the exact hashes alone."""
     exact = np.array([exact_hash(t) for t in norm_texts], np.uint64)
-    grams = np.unique(np.concatenate([ngram_hashes(t, ngram) for t in norm_texts])) if ngram and norm_texts \
+    grams = (
+        np.unique(np.concatenate([ngram_hashes(t, ngram) for t in norm_texts]))
+        if ngram and norm_texts
         else np.zeros(0, np.uint64)
-    return pa.table({"kind": pa.array(["exact"] * len(exact) + ["ngram"] * len(grams), pa.string()),
-                     "hash": pa.array(np.concatenate([exact, grams]), pa.uint64()),
-                     "origin": pa.array(np.full(len(exact) + len(grams), origin, np.uint8))}, schema=CONTAMINANT)
+    )
+    return pa.table(
+        {
+            "kind": pa.array(["exact"] * len(exact) + ["ngram"] * len(grams), pa.string()),
+            "hash": pa.array(np.concatenate([exact, grams]), pa.uint64()),
+            "origin": pa.array(np.full(len(exact) + len(grams), origin, np.uint8)),
+        },
+        schema=CONTAMINANT,
+    )
 
 
 def _distinct(hashes: np.ndarray, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,8 +95,10 @@ def ngram_doc_freq(doc_grams: Iterable[np.ndarray], ngrams: np.ndarray) -> pa.Ta
     for grams in doc_grams:
         counts[_positions(ngrams, grams)] += 1  # a document's n-grams are distinct: one count each
     found = np.flatnonzero(counts)
-    return pa.table({"hash": pa.array(ngrams[found], pa.uint64()), "docs": pa.array(counts[found], pa.int64())},
-                    schema=NGRAM_DOC_FREQ)
+    return pa.table(
+        {"hash": pa.array(ngrams[found], pa.uint64()), "docs": pa.array(counts[found], pa.int64())},
+        schema=NGRAM_DOC_FREQ,
+    )
 
 
 def frequent_ngrams(doc_freq: pa.Table, max_doc_freq: int) -> pa.Table:
@@ -107,11 +120,17 @@ class Contaminants:
 
     def table(self) -> pa.Table:
         kinds = ["exact"] * len(self.exact) + ["ngram"] * len(self.ngrams) + ["ignored"] * len(self.ignored)
-        return pa.table({"kind": pa.array(kinds, pa.string()),
-                         "hash": pa.array(np.concatenate([self.exact, self.ngrams, self.ignored]), pa.uint64()),
-                         "origin": pa.array(np.concatenate([self.exact_origin, self.ngram_origin,
-                                                            np.zeros(len(self.ignored), np.uint8)]), pa.uint8())},
-                        schema=CONTAMINANT)
+        return pa.table(
+            {
+                "kind": pa.array(kinds, pa.string()),
+                "hash": pa.array(np.concatenate([self.exact, self.ngrams, self.ignored]), pa.uint64()),
+                "origin": pa.array(
+                    np.concatenate([self.exact_origin, self.ngram_origin, np.zeros(len(self.ignored), np.uint8)]),
+                    pa.uint8(),
+                ),
+            },
+            schema=CONTAMINANT,
+        )
 
     def ignore(self, frequent: np.ndarray) -> int:
         """Drop these n-grams (too common in train to be evidence); returns how many it held."""
@@ -129,17 +148,25 @@ class Contaminants:
         """(reason, value, detail) if this train text is contaminated, else None."""
         exact = _positions(self.exact, np.array([exact_hash(norm_text)], np.uint64))
         if len(exact):
-            return "decontaminate.exact", 1.0, (
-                f"the same normalised text as a document in {_origins(self.exact_origin[exact[0]])}")
+            return (
+                "decontaminate.exact",
+                1.0,
+                (f"the same normalised text as a document in {_origins(self.exact_origin[exact[0]])}"),
+            )
         if not ngram or not len(self.ngrams):
             return None
         grams = ngram_hashes(norm_text, ngram)
         shared = self.ngram_origin[_positions(self.ngrams, grams)]
         if len(shared) < min_shared:
             return None
-        return "decontaminate.ngram", float(len(shared)), (
-            f"shares {len(shared)} of its {len(grams)} word {ngram}-grams with {_origins(np.bitwise_or.reduce(shared))}"
-            + _per_origin(shared))
+        return (
+            "decontaminate.ngram",
+            float(len(shared)),
+            (
+                f"shares {len(shared)} of its {len(grams)} word {ngram}-grams with "
+                f"{_origins(np.bitwise_or.reduce(shared))}" + _per_origin(shared)
+            ),
+        )
 
 
 def _origins(bits: int) -> str:

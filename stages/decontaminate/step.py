@@ -12,6 +12,7 @@
 
 A worker caches an index by its URI: give each attempt's index files new names.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,15 @@ from slimpipe.io.fs import join, resolve, write_parquet_atomic
 from slimpipe.io.inputs import Chunk, InputFile, plan_chunks
 from slimpipe.schemas import FREQUENT_NGRAM, REMOVED_LINES
 from slimpipe.stages.clean import Cleaner
-from slimpipe.stages.decontaminate.rules import (EVAL, HOLDOUT, Contaminants, contaminant_hashes, frequent_ngrams,
-                                                 holdout_mask, ngram_doc_freq)
+from slimpipe.stages.decontaminate.rules import (
+    EVAL,
+    HOLDOUT,
+    Contaminants,
+    contaminant_hashes,
+    frequent_ngrams,
+    holdout_mask,
+    ngram_doc_freq,
+)
 from slimpipe.stages.minhash import ngram_hashes
 from slimpipe.stages.normalize import normalize_text
 from slimpipe.stages.read import read_chunk
@@ -37,8 +45,21 @@ from slimpipe.stages.write import rejected_rows, removed_lines
 
 STAGE = "decontaminate"  # its rejected rows' stage, and their files' prefix
 # What a kept part holds that a rejected row needs: the split reads no more of it.
-_COLUMNS_READ = ["id", "text", "source", "url", "meta", "file", "line", "chunk", "bytes_read", "utf8_repaired",
-                 "language", "language_score", "quality_score"]
+_COLUMNS_READ = [
+    "id",
+    "text",
+    "source",
+    "url",
+    "meta",
+    "file",
+    "line",
+    "chunk",
+    "bytes_read",
+    "utf8_repaired",
+    "language",
+    "language_score",
+    "quality_score",
+]
 _PER_CHUNK = {"batch_format": "pyarrow", "batch_size": 1}  # each item is one chunk: one task each
 
 
@@ -46,6 +67,7 @@ _PER_CHUNK = {"batch_format": "pyarrow", "batch_size": 1}  # each item is one ch
 class KeptDocuments:
     """The documents dedup kept: each chunk's part files, in input order, less the lines listed in
     WORK/DIR/CHUNK.parquet for each DIR of `removed_dirs`."""
+
     parts: dict[str, list[str]]
     work_uri: str
     removed_dirs: tuple[str, ...]
@@ -71,8 +93,12 @@ def _chunk_documents(batch: pa.Table, kept: KeptDocuments, split: dict, holdout:
 
 def _holdout_contaminants(batch: pa.Table, kept: KeptDocuments, split: dict) -> pa.Table:
     ngram = split["ngram"] if split["holdout_ngrams"] else 0
-    return pa.concat_tables([contaminant_hashes([normalize_text(t) for t in held["text"].to_pylist()], ngram, HOLDOUT)
-                             for _, held in _chunk_documents(batch, kept, split, holdout=True)])
+    return pa.concat_tables(
+        [
+            contaminant_hashes([normalize_text(t) for t in held["text"].to_pylist()], ngram, HOLDOUT)
+            for _, held in _chunk_documents(batch, kept, split, holdout=True)
+        ]
+    )
 
 
 def _eval_contaminants(batch: pa.Table, input_cfg: dict, clean_cfg: dict, split: dict) -> pa.Table:
@@ -95,8 +121,15 @@ def _merge_index(refs: list, out_uri: str) -> dict:
     return {"exact_hashes": len(index.exact), "ngrams": len(index.ngrams)}
 
 
-def build_index(kept: KeptDocuments, split: dict, holdout: bool, eval_files: list[InputFile], eval_input: dict,
-                clean_cfg: dict, index_uri: str) -> dict:
+def build_index(
+    kept: KeptDocuments,
+    split: dict,
+    holdout: bool,
+    eval_files: list[InputFile],
+    eval_input: dict,
+    clean_cfg: dict,
+    index_uri: str,
+) -> dict:
     """Write the contaminant index to `index_uri`: the holdout's hashes where `holdout` asks for them, and
     the evaluation files' (read with `eval_input`); returns how many exact hashes and n-grams it holds."""
     tables = []
@@ -106,8 +139,10 @@ def build_index(kept: KeptDocuments, split: dict, holdout: bool, eval_files: lis
     if eval_files:
         eval_chunks = [c.to_dict() for c in plan_chunks(eval_files, 1 << 62, lambda jobs: [])]  # a task per file
         ds = ray.data.from_items([{"chunk": c} for c in eval_chunks], override_num_blocks=len(eval_chunks)).map_batches(
-            _eval_contaminants, fn_kwargs={"input_cfg": eval_input, "clean_cfg": clean_cfg, "split": split},
-            **_PER_CHUNK)
+            _eval_contaminants,
+            fn_kwargs={"input_cfg": eval_input, "clean_cfg": clean_cfg, "split": split},
+            **_PER_CHUNK,
+        )
         tables += ds.to_arrow_refs()
     return ray.get(_merge_index.remote(tables, index_uri))
 
@@ -120,14 +155,16 @@ def _read_index(index_uri: str) -> Contaminants:
 _load_index = lru_cache(maxsize=2)(_read_index)  # read once per worker process, for all its chunks
 
 
-def _doc_freq_of_chunks(batch: pa.Table, kept: KeptDocuments, index_uri: str, split: dict,
-                        partitions: int) -> pa.Table:
+def _doc_freq_of_chunks(batch: pa.Table, kept: KeptDocuments, index_uri: str, split: dict, partitions: int) -> pa.Table:
     """Per contaminant n-gram, how many train documents of these chunks contain it, with the
     partition that sums it."""
     ngrams = _load_index(index_uri).ngrams
-    counts = pa.concat_tables([
-        ngram_doc_freq((ngram_hashes(normalize_text(t), split["ngram"]) for t in train["text"].to_pylist()), ngrams)
-        for _, train in _chunk_documents(batch, kept, split, holdout=False)])
+    counts = pa.concat_tables(
+        [
+            ngram_doc_freq((ngram_hashes(normalize_text(t), split["ngram"]) for t in train["text"].to_pylist()), ngrams)
+            for _, train in _chunk_documents(batch, kept, split, holdout=False)
+        ]
+    )
     return counts.append_column("partition", pa.array(counts["hash"].to_numpy() % np.uint64(partitions), pa.int64()))
 
 
@@ -148,11 +185,14 @@ def cap_index(kept: KeptDocuments, split: dict, index_uri: str, ngrams: int, cap
     more than split.max_ngram_doc_freq train documents contain, counted per n-gram across chunks in
     partitions of the n-grams (a shuffle); returns how many n-grams it keeps and ignores."""
     partitions = max(1, math.ceil(ngrams / 1_000_000))  # a million n-grams per reducer, times the chunks that hold them
-    ds = kept.dataset().map_batches(_doc_freq_of_chunks, fn_kwargs={"kept": kept, "index_uri": index_uri,
-                                                                    "split": split, "partitions": partitions},
-                                    **_PER_CHUNK)
+    ds = kept.dataset().map_batches(
+        _doc_freq_of_chunks,
+        fn_kwargs={"kept": kept, "index_uri": index_uri, "split": split, "partitions": partitions},
+        **_PER_CHUNK,
+    )
     ds = ds.groupby("partition", num_partitions=partitions).map_groups(
-        frequent_ngrams, fn_kwargs={"max_doc_freq": split["max_ngram_doc_freq"]}, batch_format="pyarrow")
+        frequent_ngrams, fn_kwargs={"max_doc_freq": split["max_ngram_doc_freq"]}, batch_format="pyarrow"
+    )
     return ray.get(_cap_index.remote(ds.to_arrow_refs(), index_uri, capped_uri))
 
 
@@ -160,16 +200,19 @@ def _as_rejected(train: pa.Table, hits: list[tuple[int, tuple[str, float, str]]]
     """The contaminated documents, as the records a filter would have rejected."""
     reasons, values, details = zip(*(hit for _, hit in hits))
     rows = train.take(pa.array([i for i, _ in hits]))
-    return rows.append_column("raw", pa.nulls(rows.num_rows, pa.large_binary())).append_column(
-        "bytes_clean", pc.binary_length(rows["text"])).append_column(
-        "reject_stage", pa.array([STAGE] * rows.num_rows, pa.string())).append_column(
-        "reject_reason", pa.array(reasons, pa.string())).append_column(
-        "reject_value", pa.array(values, pa.float64())).append_column(
-        "reject_detail", pa.array(details, pa.string()))
+    return (
+        rows.append_column("raw", pa.nulls(rows.num_rows, pa.large_binary()))
+        .append_column("bytes_clean", pc.binary_length(rows["text"]))
+        .append_column("reject_stage", pa.array([STAGE] * rows.num_rows, pa.string()))
+        .append_column("reject_reason", pa.array(reasons, pa.string()))
+        .append_column("reject_value", pa.array(values, pa.float64()))
+        .append_column("reject_detail", pa.array(details, pa.string()))
+    )
 
 
-def _decontaminate_chunks(batch: pa.Table, kept: KeptDocuments, index_uri: str, split: dict, rejected_uri: str,
-                          removed_uri: str, level: int) -> pa.Table:
+def _decontaminate_chunks(
+    batch: pa.Table, kept: KeptDocuments, index_uri: str, split: dict, rejected_uri: str, removed_uri: str, level: int
+) -> pa.Table:
     fs, rejected_dir = resolve(rejected_uri)
     _, removed_dir = resolve(removed_uri)
     index = _load_index(index_uri)
@@ -185,23 +228,33 @@ def _decontaminate_chunks(batch: pa.Table, kept: KeptDocuments, index_uri: str, 
         if hits:
             rows = _as_rejected(train, hits)
             write_parquet_atomic(fs, join(rejected_dir, f"{STAGE}-{chunk}.parquet"), rejected_rows(rows), level)
-            write_parquet_atomic(fs, join(removed_dir, f"{chunk}.parquet"),
-                                 rows.select(["line"]).sort_by("line").cast(REMOVED_LINES))
+            write_parquet_atomic(
+                fs, join(removed_dir, f"{chunk}.parquet"), rows.select(["line"]).sort_by("line").cast(REMOVED_LINES)
+            )
         removed.append(len(hits))
     return pa.table({"removed": removed, "spared_by_cap": spared})
 
 
-def decontaminate(kept: KeptDocuments, split: dict, index_uri: str, rejected_uri: str, removed_uri: str,
-                  compression_level: int) -> dict:
+def decontaminate(
+    kept: KeptDocuments, split: dict, index_uri: str, rejected_uri: str, removed_uri: str, compression_level: int
+) -> dict:
     """Check the train documents against the index of `index_uri`: the contaminated ones go to
     `rejected_uri` as rejected rows and their lines to `removed_uri`, per chunk. Returns how many it
     removed and how many it spared only because the cap ignored the n-grams they share."""
     removed = spared = 0
     if kept.parts:
         ds = kept.dataset().map_batches(
-            _decontaminate_chunks, fn_kwargs={"kept": kept, "index_uri": index_uri, "split": split,
-                                              "rejected_uri": rejected_uri, "removed_uri": removed_uri,
-                                              "level": compression_level}, **_PER_CHUNK)
+            _decontaminate_chunks,
+            fn_kwargs={
+                "kept": kept,
+                "index_uri": index_uri,
+                "split": split,
+                "rejected_uri": rejected_uri,
+                "removed_uri": removed_uri,
+                "level": compression_level,
+            },
+            **_PER_CHUNK,
+        )
         for b in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             removed += sum(b["removed"].to_pylist())
             spared += sum(b["spared_by_cap"].to_pylist())

@@ -8,6 +8,7 @@ class, registered by name in FORMATS:
 Documents are ordered by a permutation drawn from (seed, group), so an export is the same
 whenever it is run. Empty documents carry no tokens and are counted, not written.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -61,8 +62,16 @@ def export_group(fmt: ExportFormat, group: dict) -> dict:
         if docs.num_rows:
             out_fs, prefix = resolve(out["prefix"])
             counts = fmt.write(out_fs, prefix, docs, lengths.to_numpy(), group["group"])
-        splits.append({"split": out["split"], "documents": docs.num_rows, "empty": empty,
-                       "tokens": counts.pop("tokens"), "sources": source_tokens(docs, lengths), "counters": counts})
+        splits.append(
+            {
+                "split": out["split"],
+                "documents": docs.num_rows,
+                "empty": empty,
+                "tokens": counts.pop("tokens"),
+                "sources": source_tokens(docs, lengths),
+                "counters": counts,
+            }
+        )
     return {"group": group["group"], "splits": splits}
 
 
@@ -88,10 +97,14 @@ def export_groups(groups: list[dict], fmt: str, settings: dict, device: str) -> 
     workers = int(ray.cluster_resources().get("GPU" if device == "cuda" else "CPU", 1))
     # One block per group, so that groups spread over the actors one at a time.
     ds = ray.data.from_arrow([pa.Table.from_pylist([g], schema=EXPORT_GROUP) for g in groups])
-    ds = ds.map_batches(ExportActor, batch_size=1, batch_format="pyarrow",
-                        fn_constructor_kwargs={"fmt": fmt, "settings": settings, "device": device},
-                        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(workers, len(groups)))),
-                        **({"num_gpus": 1} if device == "cuda" else {"num_cpus": 1}))
+    ds = ds.map_batches(
+        ExportActor,
+        batch_size=1,
+        batch_format="pyarrow",
+        fn_constructor_kwargs={"fmt": fmt, "settings": settings, "device": device},
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(workers, len(groups)))),
+        **({"num_gpus": 1} if device == "cuda" else {"num_cpus": 1}),
+    )
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         yield from batch.to_pylist()
 

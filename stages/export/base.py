@@ -1,5 +1,6 @@
 """What every export format shares: the interface a format implements, and the order and the
 flat ids of a split's documents that formats write from."""
+
 from __future__ import annotations
 
 import zlib
@@ -46,5 +47,5 @@ def flat_ids(docs: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """(start of each document, all ids back to back)."""
     ids = docs["input_ids"].combine_chunks()
     offsets = ids.offsets.to_numpy()
-    values = ids.values.to_numpy()[offsets[0]:offsets[-1]]
+    values = ids.values.to_numpy()[offsets[0] : offsets[-1]]
     return offsets[:-1] - offsets[0], values

@@ -1,5 +1,6 @@
 """Packed Arrow: fixed-length training sequences (stages/pack.py) as an Arrow IPC stream,
 PREFIX.arrow, the sequences in an order drawn from (seed, group)."""
+
 from __future__ import annotations
 
 import logging
@@ -38,10 +39,13 @@ class PackedArrow(ExportFormat):
         token_type = docs.schema.field("input_ids").type.value_type
         table = packed_table(arrays, token_type, docs["id"].combine_chunks(), packing)
         write_arrow_stream_atomic(fs, prefix + self.suffix, table, max_chunksize=1024)
-        return {"tokens": packing.tokens(), "sequences": packing.num_sequences,
-                "padding_tokens": packing.num_sequences * packing.seq_len - packing.tokens(),
-                "documents_split": packing.split_documents(),
-                "documents_over_seq_len": int(np.count_nonzero(lengths > packing.seq_len))}
+        return {
+            "tokens": packing.tokens(),
+            "sequences": packing.num_sequences,
+            "padding_tokens": packing.num_sequences * packing.seq_len - packing.tokens(),
+            "documents_split": packing.split_documents(),
+            "documents_over_seq_len": int(np.count_nonzero(lengths > packing.seq_len)),
+        }
 
 
 def _torch_device(device: str) -> str | None:

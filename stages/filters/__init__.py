@@ -2,6 +2,7 @@
 row travels on marked with stage "filter", the reason ("<filter>.<rule>"), the value the rule
 measured and a sentence saying why. The statistics the filters share (lines, words, n-grams)
 are computed once per document, in `Doc`."""
+
 from __future__ import annotations
 
 import pyarrow as pa
@@ -73,8 +74,9 @@ class FilterStage:
     def __call__(self, table: pa.Table) -> pa.Table:
         if not self.filters:
             return table
-        columns = {name: table[name].to_pylist()
-                   for name in ("reject_stage", "reject_reason", "reject_value", "reject_detail")}
+        columns = {
+            name: table[name].to_pylist() for name in ("reject_stage", "reject_reason", "reject_value", "reject_detail")
+        }
         texts = table["text"].to_pylist()
         norm_chars = table["norm_chars"].to_pylist()
         live = [i for i, stage in enumerate(columns["reject_stage"]) if stage is None]
@@ -104,8 +106,12 @@ class FilterStage:
         edited = table.take(pa.array(rows))
         old_bytes = edited["bytes_clean"].to_pylist()
         renormalized = self.normalizer(_set_column(edited, "text", texts))
-        replace = {"text": texts, "bytes_clean": new_bytes, "bytes_cut": [o - n for o, n in zip(old_bytes, new_bytes)],
-                   **{name: renormalized[name].to_pylist() for name in ("norm_chars", "text_hash", "norm_text")}}
+        replace = {
+            "text": texts,
+            "bytes_clean": new_bytes,
+            "bytes_cut": [o - n for o, n in zip(old_bytes, new_bytes)],
+            **{name: renormalized[name].to_pylist() for name in ("norm_chars", "text_hash", "norm_text")},
+        }
         for name, values in replace.items():
             column = table[name].to_pylist()
             for i, value in zip(rows, values):
@@ -114,9 +120,25 @@ class FilterStage:
         return table
 
 
+def _filter_batch(table: pa.Table, filters_cfg: dict, hash_normalized: bool, keep_normalized: bool) -> pa.Table:
+    return FilterStage(filters_cfg, Normalizer(hash_normalized, keep_normalized))(table)
+
+
+def filter_documents(ds, filters_cfg: dict, hash_normalized: bool, keep_normalized: bool):
+    """The filter stage over a Ray dataset of records; a kept page a filter rewrote is normalised
+    again as the normalise stage did it."""
+    return ds.map_batches(
+        _filter_batch,
+        fn_kwargs={"filters_cfg": filters_cfg, "hash_normalized": hash_normalized, "keep_normalized": keep_normalized},
+        batch_format="pyarrow",
+        batch_size=None,
+        zero_copy_batch=True,
+    )
+
+
 def _set_column(table: pa.Table, name: str, values: list) -> pa.Table:
     field = table.schema.field(name)
     return table.set_column(table.schema.get_field_index(name), field, pa.array(values, field.type))
 
 
-__all__ = ["FILTERS", "Doc", "Filter", "FilterStage", "Rejection", "build_filters"]
+__all__ = ["FILTERS", "Doc", "Filter", "FilterStage", "Rejection", "build_filters", "filter_documents"]

@@ -1,5 +1,6 @@
 """What every filter is: a small class with one rule set, a name, and per document either no
 objection or a Rejection that says which rule, the value it measured and why."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod

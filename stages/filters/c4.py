@@ -12,6 +12,7 @@ reference does. With `remove_bad_lines` (as C4 itself and FineWeb ran it) a kept
 bad lines: its text becomes its kept lines, stripped and without citation marks, one per line.
 Otherwise the text is left as it is and only the decision is made.
 """
+
 from __future__ import annotations
 
 import re
@@ -28,9 +29,19 @@ POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "us
 class C4Quality(Filter):
     name = "c4"
 
-    def __init__(self, min_sentences: int, min_words_per_line: int, max_word_length: int,
-                 require_terminal_punct: bool, filter_lorem_ipsum: bool, filter_curly_bracket: bool,
-                 filter_javascript: bool, filter_policy: bool, remove_citations: bool, remove_bad_lines: bool):
+    def __init__(
+        self,
+        min_sentences: int,
+        min_words_per_line: int,
+        max_word_length: int,
+        require_terminal_punct: bool,
+        filter_lorem_ipsum: bool,
+        filter_curly_bracket: bool,
+        filter_javascript: bool,
+        filter_policy: bool,
+        remove_citations: bool,
+        remove_bad_lines: bool,
+    ):
         self.min_sentences, self.min_words = min_sentences, min_words_per_line
         self.max_word_length = max_word_length
         self.terminal = require_terminal_punct
@@ -72,8 +83,11 @@ class C4Quality(Filter):
             if stop_early and sentences >= self.min_sentences:
                 return None, kept
         if sentences < self.min_sentences:
-            return self.reject("too_few_sentences", sentences,
-                               f"{sentences} sentences on lines that pass C4's line rules, under {self.min_sentences}"), []
+            return self.reject(
+                "too_few_sentences",
+                sentences,
+                f"{sentences} sentences on lines that pass C4's line rules, under {self.min_sentences}",
+            ), []
         return None, kept
 
     def check(self, doc: Doc) -> Rejection | None:

@@ -8,6 +8,7 @@ separated by blank lines, CRLF line ends or trailing spaces gets the decisions o
 with single newlines, which are the reference's (datatrove's). Words are counted as the
 reference's tokenizer counts them (see `words`).
 """
+
 from __future__ import annotations
 
 import re
@@ -21,9 +22,14 @@ from slimpipe.stages.filters.words import TERMINAL_PUNCTUATION, words
 
 # The characters the reference (datatrove) counts as punctuation: a word made of them alone is no
 # word to the Gopher rules. ("‘" is not among them, "１" is: kept as the reference has them.)
-PUNCTUATION = frozenset(string.punctuation + "—”％１〈、━【「」，】；“《„’∶´．（–？！：～«〉》）。…►»"
-                        + "".join(map(chr, [*range(0, 9), 11, 12, *range(13, 32), *range(127, 160)]))) \
+PUNCTUATION = (
+    frozenset(
+        string.punctuation
+        + "—”％１〈、━【「」，】；“《„’∶´．（–？！：～«〉》）。…►»"
+        + "".join(map(chr, [*range(0, 9), 11, 12, *range(13, 32), *range(127, 160)]))
+    )
     | TERMINAL_PUNCTUATION
+)
 
 
 def _char_class(chars: frozenset[str]) -> str:
@@ -43,8 +49,9 @@ _SYMBOL_WORD = re.compile(f"^{_char_class(PUNCTUATION - {chr(10)})}+$", re.M)
 _WORD_WITHOUT_LETTER = re.compile(r"^(?:[^\w\n]|[\d_])+$", re.M)
 # What Python's \w holds besides letters, digits and "_": number signs ("²", "½", "Ⅻ"), which the
 # reference (str.isalpha) does not count as letters. Rare: pages with one are counted word by word.
-_NUMBER_SIGNS = frozenset(c for c in map(chr, range(0x80, 0x110000))
-                          if c.isnumeric() and not c.isdecimal() and not c.isalpha())
+_NUMBER_SIGNS = frozenset(
+    c for c in map(chr, range(0x80, 0x110000)) if c.isnumeric() and not c.isdecimal() and not c.isalpha()
+)
 # Odd 64-bit multiplier of the rolling n-gram hash (wraps around modulo 2**64).
 _HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
 

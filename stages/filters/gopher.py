@@ -2,6 +2,7 @@
 reference implementation (datatrove's, which FineWeb ran) decides them: words as its tokenizer
 counts them, stop words counted once each and with their case, bullets "•" and "-", and the
 published thresholds. Lines and characters are taken without layout (see `Doc`)."""
+
 from __future__ import annotations
 
 import re
@@ -18,10 +19,21 @@ _PARAGRAPHS = re.compile("\n{2,}")
 class GopherQuality(Filter):
     name = "gopher_quality"
 
-    def __init__(self, min_words: int, max_words: int, min_mean_word_length: float, max_mean_word_length: float,
-                 max_symbol_word_ratio: float, max_bullet_lines_ratio: float, max_ellipsis_lines_ratio: float,
-                 min_alpha_words_ratio: float, min_stop_words: int, stop_words: list[str], bullets: list[str],
-                 count_blank_lines: bool):
+    def __init__(
+        self,
+        min_words: int,
+        max_words: int,
+        min_mean_word_length: float,
+        max_mean_word_length: float,
+        max_symbol_word_ratio: float,
+        max_bullet_lines_ratio: float,
+        max_ellipsis_lines_ratio: float,
+        min_alpha_words_ratio: float,
+        min_stop_words: int,
+        stop_words: list[str],
+        bullets: list[str],
+        count_blank_lines: bool,
+    ):
         self.min_words, self.max_words = min_words, max_words
         self.min_mean, self.max_mean = min_mean_word_length, max_mean_word_length
         self.max_symbol_ratio = max_symbol_word_ratio
@@ -62,7 +74,9 @@ class GopherQuality(Filter):
             return self.reject("ellipsis_lines", ratio, f"{ratio:.0%} of lines end with an ellipsis")
         ratio = doc.alpha_words / tokens
         if ratio < self.min_alpha:
-            return self.reject("few_alpha_words", ratio, f"{ratio:.0%} of words have a letter, under {self.min_alpha:.0%}")
+            return self.reject(
+                "few_alpha_words", ratio, f"{ratio:.0%} of words have a letter, under {self.min_alpha:.0%}"
+            )
         stops = len(self.stop_words.intersection(doc.words))
         if stops < self.min_stop_words:
             return self.reject("few_stop_words", stops, f"{stops} distinct stop words, under {self.min_stop_words}")
@@ -72,9 +86,16 @@ class GopherQuality(Filter):
 class GopherRepetition(Filter):
     name = "gopher_repetition"
 
-    def __init__(self, max_dup_line_frac: float, max_dup_para_frac: float, max_dup_line_char_frac: float,
-                 max_dup_para_char_frac: float, max_top_ngram_char_frac: dict, max_dup_ngram_char_frac: dict,
-                 count_blank_lines: bool):
+    def __init__(
+        self,
+        max_dup_line_frac: float,
+        max_dup_para_frac: float,
+        max_dup_line_char_frac: float,
+        max_dup_para_char_frac: float,
+        max_top_ngram_char_frac: dict,
+        max_dup_ngram_char_frac: dict,
+        count_blank_lines: bool,
+    ):
         self.max_dup_line, self.max_dup_para = max_dup_line_frac, max_dup_para_frac
         self.max_dup_line_chars, self.max_dup_para_chars = max_dup_line_char_frac, max_dup_para_char_frac
         self.top = sorted((int(n), float(v)) for n, v in max_top_ngram_char_frac.items())
@@ -91,21 +112,25 @@ class GopherRepetition(Filter):
         else:
             size, lines, paragraphs = doc.size, doc.lines, doc.paragraphs
         for unit, items, max_frac, max_char_frac in (
-                ("paragraph", paragraphs, self.max_dup_para, self.max_dup_para_chars),
-                ("line", lines, self.max_dup_line, self.max_dup_line_chars)):
+            ("paragraph", paragraphs, self.max_dup_para, self.max_dup_para_chars),
+            ("line", lines, self.max_dup_line, self.max_dup_line_chars),
+        ):
             dups, chars = count_duplicates(items)
             if dups / len(items) > max_frac:
                 return self.reject(f"dup_{unit}s", dups / len(items), f"{dups} of {len(items)} {unit}s repeat")
             if chars / size > max_char_frac:
-                return self.reject(f"dup_{unit}_chars", chars / size,
-                                   f"{chars / size:.0%} of characters in repeated {unit}s")
+                return self.reject(
+                    f"dup_{unit}_chars", chars / size, f"{chars / size:.0%} of characters in repeated {unit}s"
+                )
         top, dup = doc.ngram_repetition(tuple(n for n, _ in self.top), tuple(n for n, _ in self.dup))
         for (n, limit), chars in zip(self.top, top):
             if chars / size > limit:
-                return self.reject(f"top_{n}gram", chars / size,
-                                   f"the most frequent {n}-gram covers {chars / size:.0%} of characters")
+                return self.reject(
+                    f"top_{n}gram", chars / size, f"the most frequent {n}-gram covers {chars / size:.0%} of characters"
+                )
         for (n, limit), chars in zip(self.dup, dup):
             if chars / size > limit:
-                return self.reject(f"dup_{n}grams", chars / size,
-                                   f"repeated {n}-grams cover {chars / size:.0%} of characters")
+                return self.reject(
+                    f"dup_{n}grams", chars / size, f"repeated {n}-grams cover {chars / size:.0%} of characters"
+                )
         return None

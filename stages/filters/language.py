@@ -1,6 +1,7 @@
 """Language ID with fastText's lid.176 model: the .ftz bundled with slimpipe (nothing is
 downloaded), or a model file of the user's own. Every document gets its predicted language and
 score as columns, kept or not, so thresholds can be changed without a re-run."""
+
 from __future__ import annotations
 
 import os
@@ -41,13 +42,17 @@ class LanguageFilter(Filter):
             return {"language": [], "language_score": []}
         # fastText predicts per line; a document is one line to it.
         labels, scores = load_model(self.model_path).predict([t.replace("\n", " ") for t in texts], k=1)
-        return {"language": [label[0].removeprefix("__label__") for label in labels],
-                "language_score": [min(float(score[0]), 1.0) for score in scores]}
+        return {
+            "language": [label[0].removeprefix("__label__") for label in labels],
+            "language_score": [min(float(score[0]), 1.0) for score in scores],
+        }
 
     def check(self, doc: Doc) -> Rejection | None:
         lang, score = doc.annotations["language"], doc.annotations["language_score"]
         if lang not in self.languages:
-            return self.reject("not_allowed", score, f"predicted {lang} ({score:.2f}), not one of {sorted(self.languages)}")
+            return self.reject(
+                "not_allowed", score, f"predicted {lang} ({score:.2f}), not one of {sorted(self.languages)}"
+            )
         if score < self.min_score:
             return self.reject("low_score", score, f"{lang} with score {score:.2f}, under {self.min_score}")
         return None

@@ -1,4 +1,5 @@
 """SlimPajama's length rule."""
+
 from __future__ import annotations
 
 from slimpipe.stages.filters.base import Filter, Rejection
@@ -16,6 +17,9 @@ class LengthFilter(Filter):
 
     def check(self, doc: Doc) -> Rejection | None:
         if doc.norm_chars < self.min_chars:
-            return self.reject("too_short", doc.norm_chars,
-                               f"{doc.norm_chars} normalised characters, under the minimum of {self.min_chars}")
+            return self.reject(
+                "too_short",
+                doc.norm_chars,
+                f"{doc.norm_chars} normalised characters, under the minimum of {self.min_chars}",
+            )
         return None

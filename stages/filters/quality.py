@@ -1,6 +1,7 @@
 """A fastText quality classifier: `fit` trains one on positive and negative example texts
 (fastText supervised training), and the `quality` filter applies it with a threshold, keeping
 its score as a column."""
+
 from __future__ import annotations
 
 import hashlib
@@ -22,8 +23,9 @@ class QualityFilter(Filter):
 
     def __init__(self, model: str | None, min_score: float, label: str):
         if not model or not os.path.isfile(model):
-            raise ConfigError(f"quality classifier model not found: {model!r} "
-                              "(train one with `slimpipe train-quality`)")
+            raise ConfigError(
+                f"quality classifier model not found: {model!r} (train one with `slimpipe train-quality`)"
+            )
         self.model_path, self.min_score, self.label = model, min_score, f"__label__{label}"
 
     def annotate(self, texts: list[str]) -> dict[str, list]:
@@ -43,8 +45,18 @@ def _is_holdout(text: str, share: float) -> bool:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") / 2**64 < share
 
 
-def fit(positive: Iterable[str], negative: Iterable[str], output: str, holdout: float = 0.1, epoch: int = 5,
-        lr: float = 0.5, word_ngrams: int = 2, dim: int = 64, min_count: int = 2, seed: int = 0) -> dict:
+def fit(
+    positive: Iterable[str],
+    negative: Iterable[str],
+    output: str,
+    holdout: float = 0.1,
+    epoch: int = 5,
+    lr: float = 0.5,
+    word_ngrams: int = 2,
+    dim: int = 64,
+    min_count: int = 2,
+    seed: int = 0,
+) -> dict:
     """Fit a classifier on good and bad example texts and save it to `output`; returns its precision
     and recall on a held-out share of the examples (chosen by text hash, so the same texts give the
     same split)."""
@@ -64,8 +76,17 @@ def fit(positive: Iterable[str], negative: Iterable[str], output: str, holdout: 
     try:
         if not counts[POSITIVE] or not counts[NEGATIVE]:
             raise ConfigError(f"need positive and negative examples, got {counts}")
-        model = fasttext.train_supervised(input=train_file.name, epoch=epoch, lr=lr, wordNgrams=word_ngrams,
-                                          dim=dim, minCount=min_count, thread=1, seed=seed, verbose=0)
+        model = fasttext.train_supervised(
+            input=train_file.name,
+            epoch=epoch,
+            lr=lr,
+            wordNgrams=word_ngrams,
+            dim=dim,
+            minCount=min_count,
+            thread=1,
+            seed=seed,
+            verbose=0,
+        )
     finally:
         os.unlink(train_file.name)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)

@@ -12,6 +12,7 @@ What is left is mostly source code ("---+---" runs, "-Infinity").
 `sentence_count` is spaCy's sentencizer over those words: a sentence ends after a word that is a
 terminal mark, once a word that is not punctuation follows.
 """
+
 from __future__ import annotations
 
 import re
@@ -22,25 +23,32 @@ from typing import cast
 # Marks that come off a word's ends one at a time (spaCy's prefixes and suffixes, currency signs).
 _EDGE = "()\\[\\]{}<>,:;!?¿¡_#*&\"“”‘’'`´«»„‚§%=—–$£€¥₹₩₽。？！，、；：～·।،۔؛٪「」『』（）〔〕【】《》〈〉"
 # Symbols and pictographs: each is a word of its own.
-_ICONS = "\u00a6\u00a9\u00ae\u00b0\u2100-\u214f\u2190-\u21ff\u2300-\u23ff\u2460-\u27bf\u2900-\u2bff\U0001F000-\U0001FAFF"
+_ICONS = (
+    "\u00a6\u00a9\u00ae\u00b0\u2100-\u214f\u2190-\u21ff\u2300-\u23ff\u2460-\u27bf\u2900-\u2bff\U0001f000-\U0001faff"
+)
 _LETTER = r"[^\W\d_]"
 _CORE = rf"[^\s{_EDGE}.\-–—~/+{_ICONS}]"
 _CLITIC = r"['’](?:[sSmMdD]|re|RE|ve|VE|ll|LL)(?!\w)"
 _UNITS = r"(?:km|cm|mm|m|kg|mg|g|lb|lbs|oz|ft|yd|mph|kmh|ha|GB|MB|KB|TB|gb|mb|kb|tb|G|M|K|T)"
-_ABBREVIATIONS = ("Mr|Mrs|Ms|Dr|St|Jr|Sr|Inc|Ltd|Co|Corp|vs|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec|Mt|Gov"
-                  "|Gen|Sen|Rep|Rev|Prof|[a-zA-Z]")
+_ABBREVIATIONS = (
+    "Mr|Mrs|Ms|Dr|St|Jr|Sr|Inc|Ltd|Co|Corp|vs|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec|Mt|Gov"
+    "|Gen|Sen|Rep|Rev|Prof|[a-zA-Z]"
+)
 # What may join two runs of word characters into one word: a period unless it stands between a
 # lower-case and an upper-case letter, a hyphen unless letters or digits stand on both sides, an
 # apostrophe that starts no clitic, "," and ":<>=/" unless a letter follows, other marks inside.
-_JOIN = (rf"(?=[.\-–—~'’,:<>=/()\[\]{{}}_#*&;!?\"“”‘`´«»„‚§%+$£€¥])"
-         rf"(?:\.(?<![a-z]\.(?=[A-Z]))"
-         rf"|[-–—~](?<={_LETTER}.)(?=\d)|[-–—~]+(?<![\w][-–—~])"
-         rf"|(?!{_CLITIC})['’]"
-         rf"|,(?<!{_LETTER},)|,(?!{_LETTER})"
-         rf"|[:<>=/](?<!\w.)|[:<>=/](?!{_LETTER})"
-         rf"|[()\[\]{{}}_#*&;!?\"“”‘`´«»„‚§%+$£€¥])")
+_JOIN = (
+    rf"(?=[.\-–—~'’,:<>=/()\[\]{{}}_#*&;!?\"“”‘`´«»„‚§%+$£€¥])"
+    rf"(?:\.(?<![a-z]\.(?=[A-Z]))"
+    rf"|[-–—~](?<={_LETTER}.)(?=\d)|[-–—~]+(?<![\w][-–—~])"
+    rf"|(?!{_CLITIC})['’]"
+    rf"|,(?<!{_LETTER},)|,(?!{_LETTER})"
+    rf"|[:<>=/](?<!\w.)|[:<>=/](?!{_LETTER})"
+    rf"|[()\[\]{{}}_#*&;!?\"“”‘`´«»„‚§%+$£€¥])"
+)
 _END = r"""(?=\s|$|[,;:!?)\]"”](?!\w))"""
-_WORD = re.compile(rf"""
+_WORD = re.compile(
+    rf"""
  (?:https?|ftp)://\S*?(?=[.,;:!?)\]"'”’]*(?:\s|$))|www\.\S*?(?=[.,;:!?)\]"'”’]*(?:\s|$))   # URLs
 |[a-z]{{2,}}+(?:{_END}|(?=\.(?!\w)))(?<!\bvs)(?<!nt)(?<!not)(?<!na)(?<!ta)  # most words: fast path
 |[A-Z][a-z]++{_END}(?<!\bIm)
@@ -55,7 +63,9 @@ _WORD = re.compile(rf"""
 |(?:\):|\(:|:\)|:\(|;\)|=\)|\(=|:'\)|:'\(|:/|:\]|:\||8\)|''|’’|-=)(?=\s|$)                      # emoticons
 |(?:(?<!\S)-+(?={_CORE})|\+(?=\d))?{_CORE}+(?:{_JOIN}+{_CORE}+)*(?:(?<={_LETTER})\++)?
 |[{_ICONS}]|\S
-""", re.VERBOSE)
+""",
+    re.VERBOSE,
+)
 
 # The marks after which the reference's sentencizer (spaCy's) starts a new sentence, in every
 # script that has its own.
@@ -64,14 +74,33 @@ SENTENCE_ENDS = frozenset(
     "\ua8ce\ua8cf\ua92f\ua9c8\ua9c9\uaa5d\uaa5e\uaa5f\uaaf0\uaaf1\uabeb\ufe52\ufe56\ufe57\uff01\uff0e\uff1f\uff61"
     "\U00010a56\U00010a57\U00011047\U00011048\U000110be\U000110bf\U000110c0\U000110c1\U00011141\U00011142"
     "\U00011143\U000111c5\U000111c6\U000111cd\U000111de\U000111df\U00011238\U00011239\U0001123b\U0001123c"
-    "\U000112a9\U0001144b\U0001144c" + "".join(map(chr, range(0x115C2, 0x115C4))) + "".join(map(chr, range(0x115C9, 0x115D8)))
+    "\U000112a9\U0001144b\U0001144c"
+    + "".join(map(chr, range(0x115C2, 0x115C4)))
+    + "".join(map(chr, range(0x115C9, 0x115D8)))
     + "\U00011641\U00011642\U0001173c\U0001173d\U0001173e\U00011a42\U00011a43\U00011a9b\U00011a9c\U00011c41"
-    "\U00011c42\U00016a6e\U00016a6f\U00016af5\U00016b37\U00016b38\U00016b44\U0001bc9f\U0001da88")
+    "\U00011c42\U00016a6e\U00016a6f\U00016af5\U00016b37\U00016b38\U00016b44\U0001bc9f\U0001da88"
+)
 # The marks the reference counts as terminal punctuation at the end of a line (FineWeb's rule)
 # and among punctuation (Gopher's): the sentencizer's and some more.
 TERMINAL_PUNCTUATION = SENTENCE_ENDS | frozenset(
-    "؝؞࠷࠹࠽࠾។៕៖៙៚᭽᭾⹓⹔" + "".join(map(chr, [*range(0x10F55, 0x10F5A), *range(0x10F86, 0x10F8A), 0x11944, 0x11946,
-                                            0x11EF7, 0x11EF8, 0x11F43, 0x11F44, 0x16E98])))
+    "؝؞࠷࠹࠽࠾។៕៖៙៚᭽᭾⹓⹔"
+    + "".join(
+        map(
+            chr,
+            [
+                *range(0x10F55, 0x10F5A),
+                *range(0x10F86, 0x10F8A),
+                0x11944,
+                0x11946,
+                0x11EF7,
+                0x11EF8,
+                0x11F43,
+                0x11F44,
+                0x16E98,
+            ],
+        )
+    )
+)
 
 
 # Words of each whitespace-separated piece of text seen lately. The reference splits each such

@@ -13,7 +13,13 @@ component. Its steps, in order (steps.py), each a Ray step that writes where it 
 
 A node is a document's number in the run (nodes.py).
 """
-from slimpipe.stages.near_dedup.steps import (SurvivorOutputs, find_candidate_edges, find_components, verify_edges,
-                                              write_survivors)
+
+from slimpipe.stages.near_dedup.steps import (
+    SurvivorOutputs,
+    find_candidate_edges,
+    find_components,
+    verify_edges,
+    write_survivors,
+)
 
 __all__ = ["SurvivorOutputs", "find_candidate_edges", "find_components", "verify_edges", "write_survivors"]

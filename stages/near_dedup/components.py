@@ -1,4 +1,5 @@
 """Connected components of the (verified) edges, by union-find over compact integer arrays."""
+
 from __future__ import annotations
 
 import numba as nb
@@ -34,5 +35,5 @@ def components(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Memory: the two int64 edge arrays (16 bytes an edge) plus about 24 bytes per distinct node
     (the sorted nodes, the dense edge ends, the parents)."""
     nodes, dense = np.unique(np.concatenate([u, v]), return_inverse=True)
-    parent = _union_find(dense[: len(u)], dense[len(u):], len(nodes))
+    parent = _union_find(dense[: len(u)], dense[len(u) :], len(nodes))
     return nodes, nodes[parent]

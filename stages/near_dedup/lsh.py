@@ -10,6 +10,7 @@ Bands and rows, unless set: with verification on, the steepest S-curve that stil
 at the threshold with probability `target_recall` (false candidates are verified away, missed
 pairs are lost); with it off, datasketch's balance of false positives and false negatives.
 """
+
 from __future__ import annotations
 
 import numba as nb
@@ -21,11 +22,16 @@ from slimpipe.schemas import NEAR_BAND_ROW, NEAR_EDGE
 
 def catch_probability(similarity: float, bands: int, rows: int) -> float:
     """Probability that two documents of this Jaccard similarity share at least one bucket."""
-    return 1.0 - (1.0 - similarity ** rows) ** bands
+    return 1.0 - (1.0 - similarity**rows) ** bands
 
 
-def optimal_bands_rows(threshold: float, num_perm: int, fp_weight: float = 0.5,
-                       fn_weight: float = 0.5) -> tuple[int, int]:
+def _miss_probability(similarity: float, bands: int, rows: int) -> float:
+    return 1.0 - catch_probability(similarity, bands, rows)
+
+
+def optimal_bands_rows(
+    threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5
+) -> tuple[int, int]:
     """datasketch's MinHashLSH parameter search: the (bands, rows) with bands * rows <= num_perm
     minimising the weighted areas of false positives below and false negatives above the
     threshold."""
@@ -34,8 +40,8 @@ def optimal_bands_rows(threshold: float, num_perm: int, fp_weight: float = 0.5,
     best, best_err = (1, 1), float("inf")
     for b in range(1, num_perm + 1):
         for r in range(1, num_perm // b + 1):
-            fp = quad(lambda s: catch_probability(s, b, r), 0.0, threshold)[0]
-            fn = quad(lambda s: 1 - catch_probability(s, b, r), threshold, 1.0)[0]
+            fp = quad(catch_probability, 0.0, threshold, args=(b, r))[0]
+            fn = quad(_miss_probability, threshold, 1.0, args=(b, r))[0]
             err = fp * fp_weight + fn * fn_weight
             if err < best_err:
                 best, best_err = (b, r), err
@@ -52,16 +58,17 @@ def recall_bands_rows(threshold: float, num_perm: int, target_recall: float) -> 
     best, best_fp = None, float("inf")
     for r in range(1, num_perm + 1):
         # the fewest bands that reach the target: more only add false candidates and shuffle rows
-        b = next((b for b in range(1, num_perm // r + 1) if catch_probability(threshold, b, r) >= target_recall),
-                 None)
+        b = next((b for b in range(1, num_perm // r + 1) if catch_probability(threshold, b, r) >= target_recall), None)
         if b is None:
             continue
-        fp = quad(lambda s: catch_probability(s, b, r), 0.0, threshold)[0]
+        fp = quad(catch_probability, 0.0, threshold, args=(b, r))[0]
         if fp < best_fp:
             best, best_fp = (b, r), fp
     if best is None:
-        raise ValueError(f"no banding of num_perm {num_perm} catches a pair at Jaccard {threshold} with probability "
-                         f"{target_recall} (dedup.near.target_recall): raise num_perm or lower target_recall")
+        raise ValueError(
+            f"no banding of num_perm {num_perm} catches a pair at Jaccard {threshold} with probability "
+            f"{target_recall} (dedup.near.target_recall): raise num_perm or lower target_recall"
+        )
     return best
 
 
@@ -83,9 +90,15 @@ def resolve_bands(near: dict) -> dict:
     expected recall of pairs at the threshold) and its S-curve."""
     bands, rows, chosen_by = _choose_bands(near)
     curve = {f"{s / 20:.2f}": round(catch_probability(s / 20, bands, rows), 6) for s in range(21)}
-    return {"bands": bands, "rows": rows, "permutations_used": bands * rows, "chosen_by": chosen_by,
-            "threshold": near["threshold"],
-            "recall_at_threshold": round(catch_probability(near["threshold"], bands, rows), 6), "s_curve": curve}
+    return {
+        "bands": bands,
+        "rows": rows,
+        "permutations_used": bands * rows,
+        "chosen_by": chosen_by,
+        "threshold": near["threshold"],
+        "recall_at_threshold": round(catch_probability(near["threshold"], bands, rows), 6),
+        "s_curve": curve,
+    }
 
 
 @nb.njit(cache=True)
@@ -107,12 +120,15 @@ def band_rows(nodes: np.ndarray, sigs: np.ndarray, bands: int, rows: int, partit
     """One (band, key, node, partition) row per document and band."""
     keys = np.empty((len(nodes), bands), np.uint64)
     _band_keys(sigs, bands, rows, keys)
-    return pa.table({
-        "band": np.tile(np.arange(bands, dtype=np.int32), len(nodes)),
-        "key": keys.ravel(),
-        "node": np.repeat(nodes.astype(np.int64), bands),
-        "partition": (keys.ravel() % np.uint64(partitions)).astype(np.int64),
-    }, schema=NEAR_BAND_ROW)
+    return pa.table(
+        {
+            "band": np.tile(np.arange(bands, dtype=np.int32), len(nodes)),
+            "key": keys.ravel(),
+            "node": np.repeat(nodes.astype(np.int64), bands),
+            "partition": (keys.ravel() % np.uint64(partitions)).astype(np.int64),
+        },
+        schema=NEAR_BAND_ROW,
+    )
 
 
 def bucket_edges(rows: pa.Table) -> pa.Table:
@@ -127,6 +143,7 @@ def bucket_edges(rows: pa.Table) -> pa.Table:
     first[1:] = (band[1:] != band[:-1]) | (key[1:] != key[:-1])
     rep = node[np.maximum.accumulate(np.where(first, np.arange(len(node)), 0))]
     member = (~first) & (node != rep)
-    edges = np.unique(np.stack([node[member], rep[member]], axis=1), axis=0) if member.any() \
-        else np.zeros((0, 2), np.int64)
+    edges = (
+        np.unique(np.stack([node[member], rep[member]], axis=1), axis=0) if member.any() else np.zeros((0, 2), np.int64)
+    )
     return pa.table({"u": edges[:, 0], "v": edges[:, 1]}, schema=NEAR_EDGE)

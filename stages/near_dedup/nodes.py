@@ -1,6 +1,7 @@
 """Node numbers: a document's number in a near-dedup run is (index of its part file << 32) | its
 row in that part, so any step can find a node's part (to read its text or metadata) without a
 lookup table."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -5,6 +5,7 @@ figures. A part is a dict: `path` (a Parquet file of kept rows with their signat
 earlier run: its documents join buckets and clusters but are never removed); a node is a row of
 a part, numbered by nodes.node_numbers over the parts' list, which must not change between steps.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,14 +49,18 @@ def _bands_of_parts(batch: pa.Table, parts: list[dict], bands: int, rows: int, p
         part = parts[index]
         fs, work = resolve(part["work"])
         t = pq.read_table(part["path"], filesystem=fs, columns=["line", "minhash", "shingles"])
-        live = pc.and_(pc.greater(t["shingles"], 0),
-                       pc.invert(pc.is_in(t["line"], removed_lines(fs, work, part["chunk"]))))
+        live = pc.and_(
+            pc.greater(t["shingles"], 0), pc.invert(pc.is_in(t["line"], removed_lines(fs, work, part["chunk"])))
+        )
         idx = np.flatnonzero(live.to_numpy(zero_copy_only=False))
         if len(idx):
             sigs = np.frombuffer(b"".join(t["minhash"].take(pa.array(idx)).to_pylist()), "<u4").reshape(len(idx), -1)
             out.append(band_rows(node_numbers(index, idx), sigs, bands, rows, partitions))
-    return pa.concat_tables(out) if out else band_rows(np.zeros(0, np.int64), np.zeros((0, bands * rows), np.uint32),
-                                                       bands, rows, partitions)
+    return (
+        pa.concat_tables(out)
+        if out
+        else band_rows(np.zeros(0, np.int64), np.zeros((0, bands * rows), np.uint32), bands, rows, partitions)
+    )
 
 
 def _edges_of_partition(rows: pa.Table, out_uri: str) -> pa.Table:
@@ -77,8 +82,7 @@ def _texts_of_part(group: pa.Table, parts: list[dict], side: str) -> pa.Table:
     return attach_texts(group.drop_columns(["part"]), texts, side)
 
 
-def _verify_part(group: pa.Table, parts: list[dict], params: MinHashParams, threshold: float,
-                 out_uri: str) -> pa.Table:
+def _verify_part(group: pa.Table, parts: list[dict], params: MinHashParams, threshold: float, out_uri: str) -> pa.Table:
     """Edges whose v lies in one part: attach v's text, keep those that verify."""
     index = int(group["part"][0].as_py())
     verified = verify(_texts_of_part(group, parts, "v"), params, threshold)
@@ -111,15 +115,27 @@ def _members_of_part(group: pa.Table, parts: list[dict], partitions: int) -> pa.
     t = pq.read_table(part["path"], filesystem=fs, columns=MEMBER_COLUMNS)
     t = t.take(pa.array(row_of(group["node"].to_numpy())))
     comp = group["component"].to_numpy()
-    return pa.table({"id": t["id"], "source": t["source"], "bytes": t["bytes_clean"], "file": t["file"],
-                     "line": t["line"], "chunk": t["chunk"], "minhash": t["minhash"],
-                     "node": group["node"], "component": group["component"],
-                     "reference": np.full(len(comp), part["reference"]), "partition": comp % partitions},
-                    schema=NEAR_MEMBER)
+    return pa.table(
+        {
+            "id": t["id"],
+            "source": t["source"],
+            "bytes": t["bytes_clean"],
+            "file": t["file"],
+            "line": t["line"],
+            "chunk": t["chunk"],
+            "minhash": t["minhash"],
+            "node": group["node"],
+            "component": group["component"],
+            "reference": np.full(len(comp), part["reference"]),
+            "partition": comp % partitions,
+        },
+        schema=NEAR_MEMBER,
+    )
 
 
-def _survivors_of_partition(members: pa.Table, policy: str, priority: list[str], out: SurvivorOutputs,
-                            level: int) -> pa.Table:
+def _survivors_of_partition(
+    members: pa.Table, policy: str, priority: list[str], out: SurvivorOutputs, level: int
+) -> pa.Table:
     dups, clusters = choose_survivors(members.drop_columns(["partition"]), policy, priority)
     name = f"{out.prefix}{int(members['partition'][0].as_py()):05d}.parquet"
     if dups.num_rows:
@@ -133,14 +149,14 @@ def _survivors_of_partition(members: pa.Table, policy: str, priority: list[str],
 def _write_removed_lines(lines: pa.Table, out_uri: str) -> pa.Table:
     chunk = lines["chunk"][0].as_py()
     fs, out = resolve(out_uri)
-    write_parquet_atomic(fs, join(out, f"{chunk}.parquet"),
-                         pa.table({"line": lines["line"]}, schema=REMOVED_LINES).sort_by("line"))
+    write_parquet_atomic(
+        fs, join(out, f"{chunk}.parquet"), pa.table({"line": lines["line"]}, schema=REMOVED_LINES).sort_by("line")
+    )
     return pa.table({"chunk": [chunk]})
 
 
 def _consume(ds) -> list[dict]:
-    return [row for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow")
-            for row in batch.to_pylist()]
+    return [row for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow") for row in batch.to_pylist()]
 
 
 # --- the steps ------------------------------------------------------------------------------
@@ -154,18 +170,24 @@ def find_candidate_edges(parts: list[dict], banding: dict, docs: int, reducers: 
     partitions = max(1, math.ceil(docs * banding["bands"] / 5_000_000))
     if not parts:
         return {"partitions": 0, "candidate_edges": 0}
-    ds = ray.data.from_items([{"part": i} for i in range(len(parts))],
-                             override_num_blocks=max(1, min(len(parts), 4 * reducers)))
-    ds = ds.map_batches(_bands_of_parts, fn_kwargs={"parts": parts, "bands": banding["bands"],
-                                                    "rows": banding["rows"], "partitions": partitions},
-                        batch_format="pyarrow", batch_size=1)
+    ds = ray.data.from_items(
+        [{"part": i} for i in range(len(parts))], override_num_blocks=max(1, min(len(parts), 4 * reducers))
+    )
+    ds = ds.map_batches(
+        _bands_of_parts,
+        fn_kwargs={"parts": parts, "bands": banding["bands"], "rows": banding["rows"], "partitions": partitions},
+        batch_format="pyarrow",
+        batch_size=1,
+    )
     ds = ds.groupby("partition", num_partitions=min(partitions, reducers)).map_groups(
-        _edges_of_partition, fn_kwargs={"out_uri": edges_uri}, batch_format="pyarrow")
+        _edges_of_partition, fn_kwargs={"out_uri": edges_uri}, batch_format="pyarrow"
+    )
     return {"partitions": partitions, "candidate_edges": sum(r["edges"] for r in _consume(ds))}
 
 
-def verify_edges(parts: list[dict], params: MinHashParams, threshold: float, reducers: int, edges_uri: str,
-                 verified_uri: str) -> dict:
+def verify_edges(
+    parts: list[dict], params: MinHashParams, threshold: float, reducers: int, edges_uri: str, verified_uri: str
+) -> dict:
     """The candidate edges under `edges_uri` whose true Jaccard reaches the threshold, written
     under `verified_uri`: a shuffle on u's part attaches u's text, one on v's part v's text and
     verifies."""
@@ -175,11 +197,14 @@ def verify_edges(parts: list[dict], params: MinHashParams, threshold: float, red
     ds = read_own_files(edges_uri, files, columns=["u", "v"])
     ds = ds.map_batches(_with_part_of, fn_kwargs={"side": "u"}, batch_format="pyarrow", batch_size=None)
     ds = ds.groupby("part", num_partitions=reducers).map_groups(
-        _texts_of_part, fn_kwargs={"parts": parts, "side": "u"}, batch_format="pyarrow")
+        _texts_of_part, fn_kwargs={"parts": parts, "side": "u"}, batch_format="pyarrow"
+    )
     ds = ds.map_batches(_with_part_of, fn_kwargs={"side": "v"}, batch_format="pyarrow", batch_size=None)
     ds = ds.groupby("part", num_partitions=reducers).map_groups(
-        _verify_part, fn_kwargs={"parts": parts, "params": params, "threshold": threshold,
-                                 "out_uri": verified_uri}, batch_format="pyarrow")
+        _verify_part,
+        fn_kwargs={"parts": parts, "params": params, "threshold": threshold, "out_uri": verified_uri},
+        batch_format="pyarrow",
+    )
     rows = _consume(ds)
     return {"candidates": sum(r["candidates"] for r in rows), "verified": sum(r["verified"] for r in rows)}
 
@@ -190,8 +215,16 @@ def find_components(edges_uri: str, components_uri: str) -> dict:
     return ray.get(_components_task.remote(edges_uri, components_uri))
 
 
-def write_survivors(parts: list[dict], components_uri: str, nodes: int, policy: str, priority: list[str],
-                    reducers: int, out: SurvivorOutputs, level: int) -> dict:
+def write_survivors(
+    parts: list[dict],
+    components_uri: str,
+    nodes: int,
+    policy: str,
+    priority: list[str],
+    reducers: int,
+    out: SurvivorOutputs,
+    level: int,
+) -> dict:
     """One survivor per component of the `nodes` nodes in `components_uri`, by `policy`: a
     shuffle on the part attaches each member's id, source, bytes and signature, one on the
     component chooses survivors and writes duplicate and cluster rows, one on the chunk writes
@@ -202,11 +235,15 @@ def write_survivors(parts: list[dict], components_uri: str, nodes: int, policy: 
     ds = read_own_files(components_uri, [resolve(components_uri)[1]])
     ds = ds.map_batches(_with_part_of, fn_kwargs={"side": "node"}, batch_format="pyarrow", batch_size=None)
     ds = ds.groupby("part", num_partitions=reducers).map_groups(
-        _members_of_part, fn_kwargs={"parts": parts, "partitions": partitions}, batch_format="pyarrow")
+        _members_of_part, fn_kwargs={"parts": parts, "partitions": partitions}, batch_format="pyarrow"
+    )
     ds = ds.groupby("partition", num_partitions=min(partitions, reducers)).map_groups(
-        _survivors_of_partition, fn_kwargs={"policy": policy, "priority": priority, "out": out, "level": level},
-        batch_format="pyarrow")
+        _survivors_of_partition,
+        fn_kwargs={"policy": policy, "priority": priority, "out": out, "level": level},
+        batch_format="pyarrow",
+    )
     ds = ds.groupby("chunk", num_partitions=reducers).map_groups(
-        _write_removed_lines, fn_kwargs={"out_uri": out.removed_lines}, batch_format="pyarrow")
+        _write_removed_lines, fn_kwargs={"out_uri": out.removed_lines}, batch_format="pyarrow"
+    )
     _consume(ds)
     return {"partitions": partitions}

@@ -1,5 +1,6 @@
 """Verification: an LSH candidate edge (u, v) stands only if the true Jaccard of u's and v's
 shingle sets reaches the threshold (removes LSH false positives)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,8 +30,14 @@ def verify(edges: pa.Table, params: MinHashParams, threshold: float) -> pa.Table
             cache[node] = shingle_set(text, params)
         return cache[node]
 
-    sims = np.array([jaccard(shingles_of(u, tu), shingles_of(v, tv)) for u, v, tu, tv in zip(
-        edges["u"].to_pylist(), edges["v"].to_pylist(),
-        edges["text_u"].to_pylist(), edges["text_v"].to_pylist())], dtype=np.float64)
+    sims = np.array(
+        [
+            jaccard(shingles_of(u, tu), shingles_of(v, tv))
+            for u, v, tu, tv in zip(
+                edges["u"].to_pylist(), edges["v"].to_pylist(), edges["text_u"].to_pylist(), edges["text_v"].to_pylist()
+            )
+        ],
+        dtype=np.float64,
+    )
     out = pa.table({"u": edges["u"], "v": edges["v"], "similarity": sims}, schema=NEAR_VERIFIED_EDGE)
     return out.filter(pa.array(sims >= threshold))
