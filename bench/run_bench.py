@@ -65,7 +65,7 @@ def stage_throughput(corpus: Path, text_mb: float) -> dict:
     tables = timed("normalise+length filter", lambda: [filters(normalizer(t)) for t in tables])
     with tempfile.TemporaryDirectory(dir=OUT) as tmp:
         work = f"{tmp}/_work"
-        writer = PartWriter(tmp, work, 3)
+        writer = PartWriter(f"{work}/filtered", f"{tmp}/rejected", 3)
         timed("write parts", lambda: [writer(t) for t in tables])
         rd = RunDir(tmp)
 
@@ -81,7 +81,10 @@ def stage_throughput(corpus: Path, text_mb: float) -> dict:
         shards = plan_shards(rd.in_input_order(rd.kept_parts(), chunks), 128 << 20)
         timed(
             "write shards",
-            lambda: [write_document_shard(s, tmp, work, 3, {"holdout_ratio": 0, "seed": 0}) for s in shards],
+            lambda: [
+                write_document_shard(s, f"{tmp}/documents", [f"{work}/dupsets"], 3, {"holdout_ratio": 0, "seed": 0})
+                for s in shards
+            ],
         )
     result = {k: {"seconds": round(v, 3), "mb_s_per_core": round(text_mb / v, 2)} for k, v in times.items()}
     total = sum(times.values())

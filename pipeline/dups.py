@@ -12,6 +12,7 @@ import pyarrow.dataset as pads
 
 from slimpipe.errors import ConfigError
 from slimpipe.io.fs import exists, join, read_json, resolve
+from slimpipe.rundir import DOCUMENTS, PARTS
 from slimpipe.stages.minhash import MinHashParams, jaccard, shingle_set
 from slimpipe.stages.normalize import normalize_text
 
@@ -23,7 +24,7 @@ MAX_MEMBERS = 5
 class _Run:
     def __init__(self, run_dir: str):
         fs, path = resolve(run_dir)
-        dup_dir, doc_dir, part_dir = join(path, "duplicates"), join(path, "documents"), join(path, "_work", "filtered")
+        dup_dir, doc_dir, part_dir = join(path, "duplicates"), join(path, DOCUMENTS), join(path, *PARTS)
         if not exists(fs, doc_dir):
             raise ConfigError(f"{run_dir} has no documents/: is it a finished slimpipe run?")
         self.dups = pads.dataset(dup_dir, filesystem=fs, format="parquet") if exists(fs, dup_dir) else None

@@ -29,7 +29,13 @@ STEPS = ("lsh", "verify", "components", "survivors")
 
 def _run_parts(rd: RunDir, chunks) -> list[dict]:
     return [
-        {"path": path, "chunk": chunk, "work": rd.uri_of("_work"), "reference": False}
+        {
+            "path": path,
+            "chunk": chunk,
+            "work": rd.uri_of("_work"),
+            "removed": rd.removed_lines_uris(),
+            "reference": False,
+        }
         for chunk, path, _ in rd.in_input_order(rd.kept_parts(), chunks)
     ]
 
@@ -53,7 +59,13 @@ def reference_parts(against: list[str], near: dict) -> list[dict]:
             )
         chunks = ref.load_plan() or []
         out += [
-            {"path": path, "chunk": chunk, "work": ref.uri_of("_work"), "reference": True}
+            {
+                "path": path,
+                "chunk": chunk,
+                "work": ref.uri_of("_work"),
+                "removed": ref.removed_lines_uris(),
+                "reference": True,
+            }
             for chunk, path, _ in ref.in_input_order(ref.kept_parts(), chunks)
         ]
     return out

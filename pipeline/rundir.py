@@ -4,7 +4,6 @@ the bookkeeping that lets a killed run resume without redoing or mixing finished
 from __future__ import annotations
 
 import platform
-import re
 import time
 from collections.abc import Callable
 from functools import partial
@@ -18,6 +17,7 @@ from slimpipe.config import fingerprint
 from slimpipe.errors import RunConflict
 from slimpipe.io.fs import exists, join, list_files, read_json, remove_stale_tmp, resolve, write_json_atomic
 from slimpipe.io.inputs import Chunk
+from slimpipe.io.parts import parse_part_file_name
 
 
 def _record_chunk_read(work_uri: str, chunk: Chunk, records: int) -> None:
@@ -27,10 +27,13 @@ def _record_chunk_read(work_uri: str, chunk: Chunk, records: int) -> None:
 
 def _record_shard(work_uri: str, index: int, entry: dict) -> None:
     fs, work = resolve(work_uri)
-    write_json_atomic(fs, join(work, "shards", f"{index:05d}.json"), entry)
+    write_json_atomic(fs, join(work, "shards", f"{index:05d}.json"), {**entry, "file": f"{DOCUMENTS}/{entry['file']}"})
 
 
-_PART = re.compile(r"^(\d+)-(\d+)-(\d+)-(\d+)\.parquet$")  # first line, rows, kept rows, kept bytes
+DOCUMENTS = "documents"
+PARTS = ("_work", "filtered")  # CHUNK/PART: the rows each batch kept (names: slimpipe.io.parts)
+REJECTED = "rejected"
+EXACT_DUPSETS = ("_work", "dupsets")  # CHUNK.parquet: the lines of a chunk exact dedup removed
 
 # the split's work, as parts of paths under the run directory; an unfinished split is redone whole
 SPLIT_WORK = ("_work", "split")  # NAME-ATTEMPT.parquet: the contaminant index files of one attempt
@@ -46,6 +49,8 @@ NEAR_VERIFIED = (*NEAR_WORK, "verified")  # the candidate edges that verified
 NEAR_COMPONENTS = (*NEAR_WORK, "components.parquet")  # (node, component)
 NEAR_DUPSETS = ("_work", "near_dupsets")  # CHUNK.parquet: the lines of a chunk near-dedup removed
 NEAR_PREFIX = "near-"  # near-dedup's files among duplicates/ and clusters/
+# what the documents writer leaves out: the lines each of these removed
+REMOVED_LINES = (EXACT_DUPSETS, NEAR_DUPSETS, DECONTAMINATED)
 
 # tokenize's files, as parts of paths under the run directory
 DOCUMENTS = "documents"
@@ -158,11 +163,10 @@ class RunDir:
     def part_rows(self) -> dict[str, int]:
         """Rows covered by the parts written so far, per chunk."""
         out: dict[str, int] = {}
-        for info in list_files(self.fs, join(self.work, "filtered"), recursive=True):
-            m = _PART.match(info.base_name)
-            if m:
+        for info in list_files(self.fs, join(self.path, *PARTS), recursive=True):
+            if name := parse_part_file_name(info.base_name):
                 key = info.path.rsplit("/", 2)[-2]
-                out[key] = out.get(key, 0) + int(m.group(2))
+                out[key] = out.get(key, 0) + name.rows
         return out
 
     def complete_chunks(self, chunks: list[Chunk]) -> set[str]:
@@ -181,20 +185,23 @@ class RunDir:
             marker = join(self.work, "chunks", f"{key}.json")
             if exists(self.fs, marker):
                 self.fs.delete_file(marker)
-            part_dir = join(self.work, "filtered", key)
+            part_dir = join(self.path, *PARTS, key)
             if exists(self.fs, part_dir):
                 self.fs.delete_dir(part_dir)
-        for info in list_files(self.fs, join(self.path, "rejected")):
+        for info in list_files(self.fs, join(self.path, REJECTED)):
             if info.base_name.rsplit("-", 1)[0] in keys:  # CHUNK-LINE.parquet
                 self.fs.delete_file(info.path)
+
+    def removed_lines_uris(self, kinds: tuple[tuple[str, ...], ...] = REMOVED_LINES) -> list[str]:
+        """The folders whose CHUNK.parquet files list lines of a chunk a stage removed."""
+        return [self.uri_of(*kind) for kind in kinds]
 
     def kept_parts(self) -> dict[str, KeptPart]:
         """The parts that hold kept rows, read off their names (one listing, no file opened)."""
         out = {}
-        for info in list_files(self.fs, join(self.work, "filtered"), recursive=True):
-            m = _PART.match(info.base_name)
-            if m and int(m.group(3)) > 0:
-                out[info.path] = KeptPart(int(m.group(1)), int(m.group(3)), int(m.group(4)))
+        for info in list_files(self.fs, join(self.path, *PARTS), recursive=True):
+            if (name := parse_part_file_name(info.base_name)) and name.kept > 0:
+                out[info.path] = KeptPart(name.first_line, name.kept, name.kept_bytes)
         return out
 
     @staticmethod

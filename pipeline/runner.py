@@ -22,7 +22,16 @@ from slimpipe.errors import ConservationError
 from slimpipe.io import inputs as inputs_mod
 from slimpipe.io.fs import exists, join, read_json, write_json_atomic
 from slimpipe.near import banding_of, reference_parts, stage_near_dedup
-from slimpipe.rundir import NEAR_DUPSETS, NEAR_WORK, RunDir
+from slimpipe.rundir import (
+    DECONTAMINATED,
+    DOCUMENTS,
+    EXACT_DUPSETS,
+    NEAR_DUPSETS,
+    NEAR_WORK,
+    PARTS,
+    REJECTED,
+    RunDir,
+)
 from slimpipe.split import stage_split
 from slimpipe.stages.clean import clean
 from slimpipe.stages.exact_dedup import find_exact_duplicates
@@ -148,7 +157,7 @@ def _stage_filter(rd: RunDir, chunks, config) -> None:
     ds = filter_documents(ds, config["filters"], **norm)
     if near["enabled"]:
         ds = sign(ds, near, gpus=int(ray.cluster_resources().get("GPU", 0)))
-    ds = write_parts(ds, rd.uri_of(), rd.uri_of("_work"), config["output"]["compression_level"])
+    ds = write_parts(ds, rd.uri_of(*PARTS), rd.uri_of(REJECTED), config["output"]["compression_level"])
     for _ in ds.iter_batches(batch_size=None):
         pass
     complete = rd.complete_chunks(todo)
@@ -172,10 +181,10 @@ def _stage_dedup(rd: RunDir, config) -> None:
         return
     rd.clear("duplicates")
     rd.clear("clusters")
-    rd.clear("_work", "dupsets")
+    rd.clear(*EXACT_DUPSETS)
     rd.clear(*NEAR_DUPSETS)
     rd.clear(*NEAR_WORK)
-    rd.clear("_work", "decontaminated")
+    rd.clear(*DECONTAMINATED)
     for later in ("near_dedup", "split"):  # they work on what exact dedup leaves
         rd.state["stages"].pop(later, None)
     kept = rd.kept_parts()
@@ -191,7 +200,7 @@ def _stage_dedup(rd: RunDir, config) -> None:
         partitions,
         _reducers(partitions),
         rd.uri_of("duplicates"),
-        rd.uri_of("_work", "dupsets"),
+        rd.uri_of(*EXACT_DUPSETS),
         config["output"]["compression_level"],
     )
     rd.set_stage("exact_dedup", status="done", partitions=partitions)
@@ -211,8 +220,8 @@ def _stage_write(rd: RunDir, chunks, config) -> None:
     if todo:
         write_shards(
             todo,
-            rd.uri_of(),
-            rd.uri_of("_work"),
+            rd.uri_of(DOCUMENTS),
+            rd.removed_lines_uris(),
             config["output"]["compression_level"],
             config["split"],
             rd.shard_recorder(),

@@ -10,9 +10,8 @@ from __future__ import annotations
 import uuid
 
 from slimpipe.io.inputs import InputFile, discover
-from slimpipe.rundir import DECONTAMINATED, RunDir
+from slimpipe.rundir import EXACT_DUPSETS, NEAR_DUPSETS, RunDir
 from slimpipe.stages.decontaminate import step
-from slimpipe.stages.write import DUPSET_DIRS
 
 
 def _eval_input(config: dict) -> dict:
@@ -39,7 +38,8 @@ def _kept_documents(rd: RunDir, chunks) -> step.KeptDocuments:
     parts: dict[str, list[str]] = {}
     for chunk, path, _ in rd.in_input_order(rd.kept_parts(), chunks):
         parts.setdefault(chunk, []).append(path)
-    return step.KeptDocuments(parts, rd.uri_of("_work"), tuple(d for d in DUPSET_DIRS if d != DECONTAMINATED[-1]))
+    # earlier decontamination is not subtracted: it is redone whole
+    return step.KeptDocuments(parts, rd.uri_of("_work"), tuple(rd.removed_lines_uris((EXACT_DUPSETS, NEAR_DUPSETS))))
 
 
 def _decontaminate(rd: RunDir, chunks, config: dict, evals: list[InputFile], holdout: bool) -> dict:

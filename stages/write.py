@@ -1,12 +1,13 @@
 """Write stage: atomic, deterministic Parquet outputs.
 
-- Parts: after filtering, each batch of a chunk lands as
-  WORK/filtered/CHUNK/LINE-ROWS-KEPT-BYTES.parquet (the KEPT rows, BYTES of text, that go on to
-  dedup) and RUN/rejected/CHUNK-LINE.parquet (the rows dropped so far). ROWS counts both, so a
-  resumed run can tell a complete chunk from a half-written one without opening a file.
-- Shards: consecutive parts, in input order, are streamed into RUN/documents/part-NNNNN.parquet
-  of about `shard_bytes` of text each, leaving out the duplicates' lines; a shard's rows, bytes
-  and sha256 go to the manifest. Memory is one part at a time, whatever the shard size.
+- Parts: after filtering, each batch of a chunk lands as PARTS/CHUNK/LINE-ROWS-KEPT-BYTES.parquet
+  (the KEPT rows, BYTES of text, that go on to dedup; names from slimpipe.io.parts) and
+  REJECTED/CHUNK-LINE.parquet (the rows dropped so far). ROWS counts both, so a resumed run can
+  tell a complete chunk from a half-written one without opening a file.
+- Shards: consecutive parts, in input order, are streamed into DOCUMENTS/part-NNNNN.parquet of
+  about `shard_bytes` of text each, leaving out the lines the removed-lines folders list; a
+  shard's rows, bytes and sha256 go to the manifest. Memory is one part at a time, whatever the
+  shard size.
 """
 
 from __future__ import annotations
@@ -20,12 +21,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from slimpipe.io.fs import exists, join, resolve, write_parquet_atomic
+from slimpipe.io.fs import join, resolve, write_parquet_atomic
+from slimpipe.io.parts import part_file_name, removed_lines
 from slimpipe.schemas import DOCUMENT, RECORD, REJECTED
 from slimpipe.stages.decontaminate import split_names
 
-# per chunk, the lines that exact dedup, near dedup and decontamination removed
-DUPSET_DIRS = ("dupsets", "near_dupsets", "decontaminated")
 PART_COLUMNS = [
     f.name
     for f in RECORD
@@ -56,16 +56,6 @@ def rejected_rows(table: pa.Table) -> pa.Table:
     )
 
 
-def removed_lines(fs, work: str, chunk: str, dirs=DUPSET_DIRS) -> pa.Array:
-    """The lines of a chunk that exact dedup, near dedup or decontamination removed (of `dirs`)."""
-    lines = [
-        pq.read_table(p, filesystem=fs)["line"].combine_chunks()
-        for p in (join(work, d, f"{chunk}.parquet") for d in dirs)
-        if exists(fs, p)
-    ]
-    return pa.concat_arrays(lines) if lines else pa.array([], pa.int64())
-
-
 def first_line(table: pa.Table) -> int:
     return pc.min(table["line"]).as_py() or 0
 
@@ -73,9 +63,9 @@ def first_line(table: pa.Table) -> int:
 class PartWriter:
     """map_batches callable: writes one batch's parts; returns (chunk, rows) per part written."""
 
-    def __init__(self, run_uri: str, work_uri: str, compression_level: int):
-        self.fs, self.run = resolve(run_uri)
-        _, self.work = resolve(work_uri)
+    def __init__(self, parts_uri: str, rejected_uri: str, compression_level: int):
+        self.fs, self.parts = resolve(parts_uri)
+        _, self.rejected = resolve(rejected_uri)
         self.level = compression_level
 
     def __call__(self, table: pa.Table) -> pa.Table:
@@ -88,7 +78,7 @@ class PartWriter:
             if pc.any(dropped).as_py():
                 write_parquet_atomic(
                     self.fs,
-                    join(self.run, "rejected", f"{key}-{first:012d}.parquet"),
+                    join(self.rejected, f"{key}-{first:012d}.parquet"),
                     rejected_rows(piece.filter(dropped)),
                     self.level,
                 )
@@ -97,7 +87,7 @@ class PartWriter:
             # Written last: its name carries the row count that marks this part complete.
             write_parquet_atomic(
                 self.fs,
-                join(self.work, "filtered", key, f"{first:012d}-{piece.num_rows}-{kept.num_rows}-{kept_bytes}.parquet"),
+                join(self.parts, key, part_file_name(first, piece.num_rows, kept.num_rows, kept_bytes)),
                 kept,
                 self.level,
             )
@@ -148,16 +138,17 @@ class _HashingStream:
             self.closed = True
 
 
-def write_document_shard(shard: dict, run_uri: str, work_uri: str, compression_level: int, split: dict) -> dict:
-    """Stream one shard's parts into RUN/documents/part-NNNNN.parquet, without the lines listed
-    in WORK/dupsets/CHUNK.parquet (exact) and WORK/near_dupsets/CHUNK.parquet; atomic. Returns
-    the manifest entry. Each row's `split` (train | holdout) comes from its id."""
-    fs, run = resolve(run_uri)
-    _, work = resolve(work_uri)
+def write_document_shard(
+    shard: dict, documents_uri: str, removed: list[str], compression_level: int, split: dict
+) -> dict:
+    """Stream one shard's parts into DOCUMENTS/part-NNNNN.parquet, without the lines listed in
+    each of the `removed` folders (CHUNK.parquet); atomic. Returns the manifest entry (`file`: the
+    name in DOCUMENTS). Each row's `split` (train | holdout) comes from its id."""
+    fs, documents = resolve(documents_uri)
     name = f"part-{shard['index']:05d}.parquet"
-    path = join(run, "documents", name)
+    path = join(documents, name)
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    fs.create_dir(join(run, "documents"), recursive=True)
+    fs.create_dir(documents, recursive=True)
     stream = _HashingStream(fs.open_output_stream(tmp))
     rows = text_bytes = holdout = 0
     dupsets: dict[str, pa.Array] = {}
@@ -165,7 +156,7 @@ def write_document_shard(shard: dict, run_uri: str, work_uri: str, compression_l
         for chunk, part in shard["parts"]:
             table = pq.read_table(part, filesystem=fs, columns=[n for n in DOCUMENT.names if n != "split"])
             if chunk not in dupsets:
-                dupsets[chunk] = removed_lines(fs, work, chunk)
+                dupsets[chunk] = removed_lines(fs, removed, chunk)
             if len(dupsets[chunk]):
                 table = table.filter(pc.invert(pc.is_in(table["line"], dupsets[chunk])))
             table = table.append_column(
@@ -179,7 +170,7 @@ def write_document_shard(shard: dict, run_uri: str, work_uri: str, compression_l
     stream.close()
     fs.move(tmp, path)
     return {
-        "file": f"documents/{name}",
+        "file": name,
         "rows": rows,
         "holdout_rows": holdout,
         "text_bytes": text_bytes,
@@ -188,16 +179,16 @@ def write_document_shard(shard: dict, run_uri: str, work_uri: str, compression_l
     }
 
 
-def _write_parts_batch(table: pa.Table, run_uri: str, work_uri: str, level: int) -> pa.Table:
-    return PartWriter(run_uri, work_uri, level)(table)
+def _write_parts_batch(table: pa.Table, parts_uri: str, rejected_uri: str, level: int) -> pa.Table:
+    return PartWriter(parts_uri, rejected_uri, level)(table)
 
 
-def write_parts(ds, run_uri: str, work_uri: str, compression_level: int):
+def write_parts(ds, parts_uri: str, rejected_uri: str, compression_level: int):
     """The parts of each batch of a Ray dataset of records (see the module's doc); the dataset
     of (chunk, rows) per part written."""
     return ds.map_batches(
         _write_parts_batch,
-        fn_kwargs={"run_uri": run_uri, "work_uri": work_uri, "level": compression_level},
+        fn_kwargs={"parts_uri": parts_uri, "rejected_uri": rejected_uri, "level": compression_level},
         batch_format="pyarrow",
         batch_size=None,
         zero_copy_batch=True,
@@ -205,18 +196,18 @@ def write_parts(ds, run_uri: str, work_uri: str, compression_level: int):
 
 
 def _write_shard(
-    row: dict, run_uri: str, work_uri: str, level: int, split: dict, on_written: Callable[[int, dict], None]
+    row: dict, documents_uri: str, removed: list[str], level: int, split: dict, on_written: Callable[[int, dict], None]
 ) -> dict:
     shard = json.loads(row["shard"])
-    entry = write_document_shard(shard, run_uri, work_uri, level, split)
+    entry = write_document_shard(shard, documents_uri, removed, level, split)
     on_written(shard["index"], entry)
     return {"index": shard["index"], "rows": entry["rows"]}
 
 
 def write_shards(
     shards: list[dict],
-    run_uri: str,
-    work_uri: str,
+    documents_uri: str,
+    removed: list[str],
     compression_level: int,
     split: dict,
     on_written: Callable[[int, dict], None],
@@ -229,8 +220,8 @@ def write_shards(
     ds = ds.map(
         _write_shard,
         fn_kwargs={
-            "run_uri": run_uri,
-            "work_uri": work_uri,
+            "documents_uri": documents_uri,
+            "removed": removed,
             "level": compression_level,
             "split": split,
             "on_written": on_written,

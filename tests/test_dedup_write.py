@@ -85,7 +85,11 @@ def test_shards_stream_parts_in_order_without_duplicate_lines(tmp_path):
     pq.write_table(pa.table({"line": pa.array([3, 101, 205], pa.int64())}), work / "dupsets" / "c1.parquet")
     shards = plan_shards(parts, shard_bytes=parts[0][2] * 2)
     assert [len(s["parts"]) for s in shards] == [2, 2, 2]
-    entries = [write_document_shard(s, str(tmp_path), str(work), 3, {"holdout_ratio": 0, "seed": 0}) for s in shards]
+    removed = [str(work / d) for d in ("dupsets", "near_dupsets", "decontaminated")]
+    entries = [
+        write_document_shard(s, str(tmp_path / "documents"), removed, 3, {"holdout_ratio": 0, "seed": 0})
+        for s in shards
+    ]
     back = pq.read_table(tmp_path / "documents")
     expected = [
         f"{c}-{p}-{i}"
@@ -110,7 +114,10 @@ def test_shards_stream_parts_in_order_without_duplicate_lines(tmp_path):
     ]
     assert [e["rows"] for e in entries] == [20, 19, 18]
     for e in entries:
-        data = (tmp_path / e["file"]).read_bytes()
+        data = (tmp_path / "documents" / e["file"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == e["sha256"] and len(data) == e["bytes"]
     assert not list(tmp_path.rglob("*.tmp-*"))
-    assert pq.ParquetFile(tmp_path / entries[0]["file"]).metadata.row_group(0).column(1).compression == "ZSTD"
+    assert (
+        pq.ParquetFile(tmp_path / "documents" / entries[0]["file"]).metadata.row_group(0).column(1).compression
+        == "ZSTD"
+    )

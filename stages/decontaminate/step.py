@@ -27,6 +27,7 @@ import ray
 
 from slimpipe.io.fs import join, resolve, write_parquet_atomic
 from slimpipe.io.inputs import Chunk, InputFile, plan_chunks
+from slimpipe.io.parts import removed_lines
 from slimpipe.schemas import FREQUENT_NGRAM, REMOVED_LINES
 from slimpipe.stages.clean import Cleaner
 from slimpipe.stages.decontaminate.rules import (
@@ -41,7 +42,7 @@ from slimpipe.stages.decontaminate.rules import (
 from slimpipe.stages.minhash import ngram_hashes
 from slimpipe.stages.normalize import normalize_text
 from slimpipe.stages.read import read_chunk
-from slimpipe.stages.write import rejected_rows, removed_lines
+from slimpipe.stages.write import rejected_rows
 
 STAGE = "decontaminate"  # its rejected rows' stage, and their files' prefix
 # What a kept part holds that a rejected row needs: the split reads no more of it.
@@ -66,11 +67,11 @@ _PER_CHUNK = {"batch_format": "pyarrow", "batch_size": 1}  # each item is one ch
 @dataclass(frozen=True)
 class KeptDocuments:
     """The documents dedup kept: each chunk's part files, in input order, less the lines listed in
-    WORK/DIR/CHUNK.parquet for each DIR of `removed_dirs`."""
+    FOLDER/CHUNK.parquet for each of the `removed` folders."""
 
     parts: dict[str, list[str]]
     work_uri: str
-    removed_dirs: tuple[str, ...]
+    removed: tuple[str, ...]
 
     def dataset(self) -> ray.data.Dataset:
         items = [{"chunk": c, "paths": p} for c, p in self.parts.items()]
@@ -78,9 +79,9 @@ class KeptDocuments:
 
     def of_chunk(self, chunk: str, paths: list[str], split: dict, holdout: bool) -> pa.Table:
         """The chunk's holdout or train documents."""
-        fs, work = resolve(self.work_uri)
+        fs, _ = resolve(self.work_uri)
         table = pa.concat_tables([pq.read_table(p, filesystem=fs, columns=_COLUMNS_READ) for p in paths])
-        table = table.filter(pc.invert(pc.is_in(table["line"], removed_lines(fs, work, chunk, self.removed_dirs))))
+        table = table.filter(pc.invert(pc.is_in(table["line"], removed_lines(fs, self.removed, chunk))))
         held = holdout_mask(table["id"].to_pylist(), split["holdout_ratio"], split["seed"])
         return table.filter(pa.array(held if holdout else ~held))
 

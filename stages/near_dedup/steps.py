@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import ray
 
 from slimpipe.io.fs import join, list_files, resolve, write_parquet_atomic
+from slimpipe.io.parts import removed_lines
 from slimpipe.schemas import NEAR_COMPONENT, NEAR_MEMBER, REMOVED_LINES
 from slimpipe.stages.datasource import read_own_files
 from slimpipe.stages.minhash import MinHashParams
@@ -26,7 +27,6 @@ from slimpipe.stages.near_dedup.lsh import band_rows, bucket_edges
 from slimpipe.stages.near_dedup.nodes import node_numbers, part_of, row_of
 from slimpipe.stages.near_dedup.survivors import choose_survivors
 from slimpipe.stages.near_dedup.verify import attach_texts, verify
-from slimpipe.stages.write import removed_lines
 
 MEMBER_COLUMNS = ["id", "source", "bytes_clean", "file", "line", "chunk", "minhash"]
 
@@ -47,10 +47,11 @@ def _bands_of_parts(batch: pa.Table, parts: list[dict], bands: int, rows: int, p
     out = []
     for index in batch["part"].to_pylist():
         part = parts[index]
-        fs, work = resolve(part["work"])
+        fs, _ = resolve(part["work"])
         t = pq.read_table(part["path"], filesystem=fs, columns=["line", "minhash", "shingles"])
         live = pc.and_(
-            pc.greater(t["shingles"], 0), pc.invert(pc.is_in(t["line"], removed_lines(fs, work, part["chunk"])))
+            pc.greater(t["shingles"], 0),
+            pc.invert(pc.is_in(t["line"], removed_lines(fs, part["removed"], part["chunk"]))),
         )
         idx = np.flatnonzero(live.to_numpy(zero_copy_only=False))
         if len(idx):
