@@ -46,7 +46,7 @@ def ours(texts: list[str], text_mb: float) -> tuple[dict, dict]:
     """MB/s per core of each filter alone, of the four rule filters chained, and of the stage as
     the web preset configures it; each rule's keep/reject per document."""
     from slimpipe.config import load_preset
-    from slimpipe.stages.filters import FILTERS, FilterStage
+    from slimpipe.stages.filters import FilterStage, build_filter
     from slimpipe.stages.filters.doc import Doc
     from slimpipe.stages.normalize import normalize_text
 
@@ -54,7 +54,7 @@ def ours(texts: list[str], text_mb: float) -> tuple[dict, dict]:
     norms = [len(normalize_text(t)) for t in texts]
     results, decisions = {}, {}
     for name, options in cfg.items():
-        flt = FILTERS[name](**{k: v for k, v in options.items() if k != "enabled"})
+        flt = build_filter(name, options)
         t = time.perf_counter()
         notes = flt.annotate(texts)
         verdicts = [flt.check(Doc(text, norms[i], {k: v[i] for k, v in notes.items()})) for i, text in enumerate(texts)]

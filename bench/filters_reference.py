@@ -199,14 +199,13 @@ def load_fixture(path: Path = FIXTURE) -> list[dict]:
 
 def our_decisions(texts: list[str]) -> dict[str, list]:
     from slimpipe.config import load_preset
-    from slimpipe.stages.filters import FILTERS
+    from slimpipe.stages.filters import build_filter
     from slimpipe.stages.filters.doc import Doc
 
     presets = load_preset("slimpajama")["filters"]
     out = {}
     for rule, (_, name, changes) in RULES.items():
-        settings = {k: v for k, v in {**presets[name], **changes}.items() if k != "enabled"}
-        flt = FILTERS[name](**settings)
+        flt = build_filter(name, {**presets[name], **changes})
         out[rule] = [(r.reason if (r := flt.check(Doc(t))) else None) for t in texts]
     return out
 

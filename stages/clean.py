@@ -33,6 +33,8 @@ from ftfy.fixes import (
     unescape_html,
 )
 
+from slimpipe.stages.charclass import char_class
+
 # Printable ASCII without "&", plus tab and newline: no ftfy fixer touches a line of these.
 _FTFY_MAY_CHANGE = re.compile(r"[^\t\n\x20-\x25\x27-\x7e]")
 # Curly quotes, dashes and the ellipsis: ftfy's mojibake heuristic cannot fire on a line of
@@ -42,7 +44,7 @@ _QUOTES_DASHES = "\u2018\u2019\u201c\u201d\u2013\u2014\u2026"
 
 
 def _chars(codepoints) -> re.Pattern:
-    return re.compile("[" + "".join(re.escape(chr(c)) for c in sorted(codepoints)) + "]")
+    return re.compile(char_class(codepoints))
 
 
 def _mojibake_suspects() -> re.Pattern:

@@ -91,8 +91,6 @@ def filter_settings(name: str, **changes) -> dict:
 
 
 def make_filter(name: str, **changes):
-    from slimpipe.stages.filters import FILTERS
+    from slimpipe.stages.filters import build_filter
 
-    settings = filter_settings(name, **changes)
-    settings.pop("enabled")
-    return FILTERS[name](**settings)
+    return build_filter(name, filter_settings(name, **changes))

@@ -4,13 +4,14 @@ flat ids of a split's documents that formats write from."""
 from __future__ import annotations
 
 import zlib
+from abc import ABC, abstractmethod
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 
 
-class ExportFormat:
+class ExportFormat(ABC):
     """How one split of one group (a tokens file) is written. A format names the settings it
     depends on, writes its files under the prefix it is given and reports its counts; it is
     registered by name in FORMATS (stages/export/__init__.py)."""
@@ -33,9 +34,9 @@ class ExportFormat:
         """Manifest keys of this format, given each split's (file, tokens) in order."""
         return {}
 
+    @abstractmethod
     def write(self, fs: pafs.FileSystem, prefix: str, docs: pa.Table, lengths: np.ndarray, group: str) -> dict:
         """Write a split's documents (none empty) under `prefix`; returns {"tokens", *counters}."""
-        raise NotImplementedError
 
 
 def group_rng(seed: int, group: str, purpose: int) -> np.random.Generator:

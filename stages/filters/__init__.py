@@ -28,14 +28,14 @@ FILTERS: dict[str, type[Filter]] = {
 }
 
 
+def build_filter(name: str, settings: dict) -> Filter:
+    """One filter from its config section (`enabled` is the stage's business, not the filter's)."""
+    return FILTERS[name](**{k: v for k, v in settings.items() if k != "enabled"})
+
+
 def build_filters(filters_cfg: dict) -> list[Filter]:
     """The enabled filters, in the order the config lists them."""
-    out = []
-    for name, cfg in filters_cfg.items():
-        cfg = dict(cfg)
-        if cfg.pop("enabled", True):
-            out.append(FILTERS[name](**cfg))
-    return out
+    return [build_filter(name, cfg) for name, cfg in filters_cfg.items() if cfg.get("enabled", True)]
 
 
 class FilterStage:
@@ -141,4 +141,4 @@ def _set_column(table: pa.Table, name: str, values: list) -> pa.Table:
     return table.set_column(table.schema.get_field_index(name), field, pa.array(values, field.type))
 
 
-__all__ = ["FILTERS", "Doc", "Filter", "FilterStage", "Rejection", "build_filters", "filter_documents"]
+__all__ = ["FILTERS", "Doc", "Filter", "FilterStage", "Rejection", "build_filter", "build_filters", "filter_documents"]

@@ -48,7 +48,6 @@ class C4Quality(Filter):
         self.lorem, self.curly = filter_lorem_ipsum, filter_curly_bracket
         self.javascript, self.policy, self.citations = filter_javascript, filter_policy, remove_citations
         self.remove_bad_lines = remove_bad_lines
-        self._kept: tuple[Doc | None, list[str]] = (None, [])
 
     def _judge_lines(self, doc: Doc) -> tuple[Rejection | None, list[str]]:
         """(the page's rejection or None, the lines kept). Stops early once the page has enough
@@ -90,14 +89,18 @@ class C4Quality(Filter):
             ), []
         return None, kept
 
+    def _judged(self, doc: Doc) -> tuple[Rejection | None, list[str]]:
+        """`_judge_lines` once per document: `edit` follows `check` on a kept page."""
+        if self not in doc.memo:
+            doc.memo[self] = self._judge_lines(doc)
+        return doc.memo[self]
+
     def check(self, doc: Doc) -> Rejection | None:
-        rejection, kept = self._judge_lines(doc)
-        self._kept = (doc, kept)  # for `edit`, which the stage calls next on a kept page
-        return rejection
+        return self._judged(doc)[0]
 
     def edit(self, doc: Doc) -> str | None:
         if not self.remove_bad_lines:
             return None
-        kept = self._kept[1] if self._kept[0] is doc else self._judge_lines(doc)[1]
+        kept = self._judged(doc)[1]
         text = "\n".join(kept).strip()
         return None if text == doc.text else text

@@ -18,6 +18,7 @@ from functools import cached_property
 import numba as nb
 import numpy as np
 
+from slimpipe.stages.charclass import char_class
 from slimpipe.stages.filters.words import TERMINAL_PUNCTUATION, words
 
 # The characters the reference (datatrove) counts as punctuation: a word made of them alone is no
@@ -32,20 +33,7 @@ PUNCTUATION = (
 )
 
 
-def _char_class(chars: frozenset[str]) -> str:
-    """A regex character class of runs ("a-z"): one range test each, where single characters
-    would be tested one by one."""
-    codes, parts = sorted(map(ord, chars)), []
-    start = prev = codes[0]
-    for code in [*codes[1:], -1]:
-        if code != prev + 1:
-            parts.append(re.escape(chr(start)) + (f"-{re.escape(chr(prev))}" if prev > start else ""))
-            start = code
-        prev = code
-    return "[" + "".join(parts) + "]"
-
-
-_SYMBOL_WORD = re.compile(f"^{_char_class(PUNCTUATION - {chr(10)})}+$", re.M)
+_SYMBOL_WORD = re.compile(f"^{char_class(map(ord, PUNCTUATION - {chr(10)}))}+$", re.M)
 _WORD_WITHOUT_LETTER = re.compile(r"^(?:[^\w\n]|[\d_])+$", re.M)
 # What Python's \w holds besides letters, digits and "_": number signs ("²", "½", "Ⅻ"), which the
 # reference (str.isalpha) does not count as letters. Rare: pages with one are counted word by word.
@@ -74,6 +62,8 @@ class Doc:
         self.text = text
         self.norm_chars = norm_chars
         self.annotations = annotations or {}
+        # what a filter worked out about this document and may need again (keyed by who asks)
+        self.memo: dict = {}
 
     @cached_property
     def _layout(self) -> tuple[list[str], list[str]]:
@@ -135,22 +125,18 @@ class Doc:
         lengths = np.fromiter(map(len, self.words), np.int64, n)
         return ids, np.concatenate([[0], np.cumsum(lengths)])
 
-    @cached_property
-    def _repetition_cache(self) -> dict:
-        return {}
-
     def ngram_repetition(self, top_ns: tuple[int, ...], dup_ns: tuple[int, ...]) -> tuple[list[int], list[int]]:
         """For each n of `top_ns`, the characters covered by the most frequent word n-gram (its
         length as "w1 ... wn" times its count; the first to occur wins a tie), and for each n of
         `dup_ns`, the characters of n-grams that repeat an earlier one, scanning left to right
         and skipping past each repeat, counted without the spaces between the words (Gopher's
         definitions as the reference computes them). One compiled pass per n."""
-        key = (top_ns, dup_ns)
-        if key not in self._repetition_cache:
+        key = ("ngram_repetition", top_ns, dup_ns)
+        if key not in self.memo:
             ids, cum = self._ngram_base
             top, dup = _repetition(ids, cum, np.array(top_ns, np.int64), np.array(dup_ns, np.int64))
-            self._repetition_cache[key] = (top.tolist(), dup.tolist())
-        return self._repetition_cache[key]
+            self.memo[key] = (top.tolist(), dup.tolist())
+        return self.memo[key]
 
 
 @nb.njit(cache=True)
