@@ -82,7 +82,9 @@ def stage_throughput(corpus: Path, text_mb: float) -> dict:
         timed(
             "write shards",
             lambda: [
-                write_document_shard(s, f"{tmp}/documents", [f"{work}/dupsets"], 3, {"holdout_ratio": 0, "seed": 0})
+                write_document_shard(
+                    s, f"{tmp}/documents", [f"{work}/dupsets"], f"{work}/ids", 3, {"holdout_ratio": 0, "seed": 0}
+                )
                 for s in shards
             ],
         )

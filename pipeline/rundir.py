@@ -34,6 +34,7 @@ DOCUMENTS = "documents"
 PARTS = ("_work", "filtered")  # CHUNK/PART: the rows each batch kept (names: slimpipe.io.parts)
 REJECTED = "rejected"
 EXACT_DUPSETS = ("_work", "dupsets")  # CHUNK.parquet: the lines of a chunk exact dedup removed
+ID_RENAMES = ("_work", "ids")  # CHUNK.parquet: new ids of a chunk's rows whose input id repeats
 
 # the split's work, as parts of paths under the run directory; an unfinished split is redone whole
 SPLIT_WORK = ("_work", "split")  # NAME-ATTEMPT.parquet: the contaminant index files of one attempt
@@ -53,7 +54,6 @@ NEAR_PREFIX = "near-"  # near-dedup's files among duplicates/ and clusters/
 REMOVED_LINES = (EXACT_DUPSETS, NEAR_DUPSETS, DECONTAMINATED)
 
 # tokenize's files, as parts of paths under the run directory
-DOCUMENTS = "documents"
 STATS = "stats.json"
 TOKENIZER_MODEL = ("tokenizer", "tokenizer.model")
 TOKENIZER_INFO = ("tokenizer", "tokenizer.json")  # what the model was trained on and its checksum

@@ -26,6 +26,7 @@ from slimpipe.rundir import (
     DECONTAMINATED,
     DOCUMENTS,
     EXACT_DUPSETS,
+    ID_RENAMES,
     NEAR_DUPSETS,
     NEAR_WORK,
     PARTS,
@@ -39,6 +40,7 @@ from slimpipe.stages.filters import FilterStage, filter_documents
 from slimpipe.stages.minhash import sign
 from slimpipe.stages.normalize import normalize
 from slimpipe.stages.read import read_dataset
+from slimpipe.stages.unique_ids import make_ids_unique
 from slimpipe.stages.write import plan_shards, write_parts, write_shards
 from slimpipe.stats import collect_stats, write_reports
 
@@ -99,6 +101,9 @@ def run(config: dict) -> dict:
         t = time.time()
         _stage_dedup(rd, config)
         timings["exact_dedup"] = time.time() - t
+        t = time.time()
+        _stage_unique_ids(rd, config)
+        timings["unique_ids"] = time.time() - t
         t = time.time()
         stage_near_dedup(rd, chunks, config, _cpus())
         timings["near_dedup"] = time.time() - t
@@ -185,7 +190,7 @@ def _stage_dedup(rd: RunDir, config) -> None:
     rd.clear(*NEAR_DUPSETS)
     rd.clear(*NEAR_WORK)
     rd.clear(*DECONTAMINATED)
-    for later in ("near_dedup", "split"):  # they work on what exact dedup leaves
+    for later in ("unique_ids", "near_dedup", "split"):  # they work on what exact dedup leaves
         rd.state["stages"].pop(later, None)
     kept = rd.kept_parts()
     parts = sorted(kept)
@@ -206,6 +211,21 @@ def _stage_dedup(rd: RunDir, config) -> None:
     rd.set_stage("exact_dedup", status="done", partitions=partitions)
 
 
+def _stage_unique_ids(rd: RunDir, config) -> None:
+    """Give rows whose input id repeats a unique id; all or nothing on resume. Ids the reader
+    derives (file and line) are unique already, so with no id field there is nothing to do."""
+    if rd.state["stages"].get("unique_ids", {}).get("status") == "done":
+        return
+    rd.clear(*ID_RENAMES)
+    kept = rd.kept_parts()
+    if not config["input"].get("id_field") or not kept:
+        rd.set_stage("unique_ids", status="done", renamed=0)
+        return
+    partitions = max(1, math.ceil(sum(p.rows for p in kept.values()) / 1_000_000))
+    renamed = make_ids_unique(rd.uri_of(), sorted(kept), partitions, _reducers(partitions), rd.uri_of(*ID_RENAMES))
+    rd.set_stage("unique_ids", status="done", partitions=partitions, renamed=renamed)
+
+
 def _stage_write(rd: RunDir, chunks, config) -> None:
     """Stream kept parts, minus duplicates, into documents shards; finished shards are reused."""
     plan_path = join(rd.work, "shards.json")
@@ -222,6 +242,7 @@ def _stage_write(rd: RunDir, chunks, config) -> None:
             todo,
             rd.uri_of(DOCUMENTS),
             rd.removed_lines_uris(),
+            rd.uri_of(*ID_RENAMES),
             config["output"]["compression_level"],
             config["split"],
             rd.shard_recorder(),

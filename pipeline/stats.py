@@ -168,6 +168,8 @@ def collect_stats(rd, chunks) -> dict:
         "rejected_by_reason": {st: dict(v) for st, v in reasons.items()},
         "duplicates_cross_source": {kind: {a: dict(b) for a, b in m.items()} for kind, m in cross.items()},
         "near_dedup": _near_stats(rd),
+        # documents whose input id repeated an earlier one's: their `id` is ID#N, input_id the id as given
+        "ids": {"renamed": rd.state["stages"].get("unique_ids", {}).get("renamed", 0)},
         # the decontamination index: exact hashes, n-grams checked and those ignored as boilerplate
         "split": {k: v for k, v in rd.state["stages"].get("split", {}).items() if k != "status"},
         "output": {
@@ -337,6 +339,11 @@ def summary_text(stats: dict) -> str:
             f"decontamination: {split['ngrams']} n-grams checked, {split['ngrams_ignored']} ignored as too "
             f"common in train (split.max_ngram_doc_freq); {split.get('spared_by_cap', 0)} train documents "
             "shared only ignored n-grams with the evaluation data"
+        )
+    if renamed := stats.get("ids", {}).get("renamed"):
+        lines.append("")
+        lines.append(
+            f"ids: {renamed} documents repeated an earlier input id; they are ID#N, input_id keeps the id given"
         )
     if "tokens" in stats:
         tok = stats["tokens"]

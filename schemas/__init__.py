@@ -45,7 +45,10 @@ RECORD = pa.schema(
 )
 
 DOCUMENT = pa.schema(
-    [RECORD.field(name) for name in ("id", "text", "source", "url", "meta", "file", "line", *(n for n, _ in SCORES))]
+    [RECORD.field("id")]
+    # the id the input gave, where it repeated and `id` was made unique (ID#N); null elsewhere
+    + [pa.field("input_id", pa.string())]
+    + [RECORD.field(name) for name in ("text", "source", "url", "meta", "file", "line", *(n for n, _ in SCORES))]
     + [pa.field("split", pa.string())]
 )  # train | holdout
 

@@ -21,11 +21,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from slimpipe.io.fs import join, resolve, write_parquet_atomic
+from slimpipe.io.fs import exists, join, resolve, write_parquet_atomic
 from slimpipe.io.parts import part_file_name, removed_lines
 from slimpipe.schemas import DOCUMENT, RECORD, REJECTED
 from slimpipe.stages.decontaminate import split_names
 
+# what a documents row takes from a part: the rest (split, input_id) the writer adds
+PART_DOCUMENT_COLUMNS = [n for n in DOCUMENT.names if n not in ("split", "input_id")]
 PART_COLUMNS = [
     f.name
     for f in RECORD
@@ -139,11 +141,12 @@ class _HashingStream:
 
 
 def write_document_shard(
-    shard: dict, documents_uri: str, removed: list[str], compression_level: int, split: dict
+    shard: dict, documents_uri: str, removed: list[str], renames_uri: str, compression_level: int, split: dict
 ) -> dict:
     """Stream one shard's parts into DOCUMENTS/part-NNNNN.parquet, without the lines listed in
-    each of the `removed` folders (CHUNK.parquet); atomic. Returns the manifest entry (`file`: the
-    name in DOCUMENTS). Each row's `split` (train | holdout) comes from its id."""
+    each of the `removed` folders (CHUNK.parquet), with the new ids of RENAMES_URI/CHUNK.parquet;
+    atomic. Returns the manifest entry (`file`: the name in DOCUMENTS). Each row's `split`
+    (train | holdout) comes from its id."""
     fs, documents = resolve(documents_uri)
     name = f"part-{shard['index']:05d}.parquet"
     path = join(documents, name)
@@ -152,16 +155,20 @@ def write_document_shard(
     stream = _HashingStream(fs.open_output_stream(tmp))
     rows = text_bytes = holdout = 0
     dupsets: dict[str, pa.Array] = {}
+    renames: dict[str, pa.Table | None] = {}
     with pq.ParquetWriter(stream, DOCUMENT, compression="zstd", compression_level=compression_level) as writer:
         for chunk, part in shard["parts"]:
-            table = pq.read_table(part, filesystem=fs, columns=[n for n in DOCUMENT.names if n != "split"])
+            table = pq.read_table(part, filesystem=fs, columns=PART_DOCUMENT_COLUMNS)
             if chunk not in dupsets:
                 dupsets[chunk] = removed_lines(fs, removed, chunk)
+                renames[chunk] = id_renames(fs, renames_uri, chunk)
             if len(dupsets[chunk]):
                 table = table.filter(pc.invert(pc.is_in(table["line"], dupsets[chunk])))
+            # the split comes from the id as given, as decontamination decided it
             table = table.append_column(
                 "split", split_names(table["id"].to_pylist(), split["holdout_ratio"], split["seed"])
             )
+            table = _renamed(table, renames[chunk])
             if table.num_rows:
                 writer.write_table(table.cast(DOCUMENT), row_group_size=16384)
             rows += table.num_rows
@@ -177,6 +184,25 @@ def write_document_shard(
         "bytes": stream.size,
         "sha256": stream.sha.hexdigest(),
     }
+
+
+def id_renames(fs, renames_uri: str, chunk: str) -> pa.Table | None:
+    """The new ids of a chunk's rows whose input id repeats (slimpipe.stages.unique_ids)."""
+    path = join(resolve(renames_uri)[1], f"{chunk}.parquet")
+    return pq.read_table(path, filesystem=fs) if exists(fs, path) else None
+
+
+def _renamed(table: pa.Table, renames: pa.Table | None) -> pa.Table:
+    """`table` with an input_id column, and the rows `renames` lists given their new id."""
+    input_id = pa.nulls(table.num_rows, pa.string())
+    if renames is not None and table.num_rows:
+        at = pc.index_in(table["line"], renames["line"])
+        hit = pc.is_valid(at)
+        if pc.any(hit).as_py():
+            new_id = pc.take(renames["id"], at)
+            input_id = pc.if_else(hit, table["id"], input_id)
+            table = table.set_column(table.schema.get_field_index("id"), "id", pc.if_else(hit, new_id, table["id"]))
+    return table.add_column(1, "input_id", input_id)
 
 
 def _write_parts_batch(table: pa.Table, parts_uri: str, rejected_uri: str, level: int) -> pa.Table:
@@ -196,10 +222,16 @@ def write_parts(ds, parts_uri: str, rejected_uri: str, compression_level: int):
 
 
 def _write_shard(
-    row: dict, documents_uri: str, removed: list[str], level: int, split: dict, on_written: Callable[[int, dict], None]
+    row: dict,
+    documents_uri: str,
+    removed: list[str],
+    renames_uri: str,
+    level: int,
+    split: dict,
+    on_written: Callable[[int, dict], None],
 ) -> dict:
     shard = json.loads(row["shard"])
-    entry = write_document_shard(shard, documents_uri, removed, level, split)
+    entry = write_document_shard(shard, documents_uri, removed, renames_uri, level, split)
     on_written(shard["index"], entry)
     return {"index": shard["index"], "rows": entry["rows"]}
 
@@ -208,6 +240,7 @@ def write_shards(
     shards: list[dict],
     documents_uri: str,
     removed: list[str],
+    renames_uri: str,
     compression_level: int,
     split: dict,
     on_written: Callable[[int, dict], None],
@@ -222,6 +255,7 @@ def write_shards(
         fn_kwargs={
             "documents_uri": documents_uri,
             "removed": removed,
+            "renames_uri": renames_uri,
             "level": compression_level,
             "split": split,
             "on_written": on_written,

@@ -86,8 +86,14 @@ def test_shards_stream_parts_in_order_without_duplicate_lines(tmp_path):
     shards = plan_shards(parts, shard_bytes=parts[0][2] * 2)
     assert [len(s["parts"]) for s in shards] == [2, 2, 2]
     removed = [str(work / d) for d in ("dupsets", "near_dupsets", "decontaminated")]
+    # c1's line 2 repeats an input id: the writer gives it the new id and keeps the one given
+    (tmp_path / "ids").mkdir()
+    renames = {"line": pa.array([2], pa.int64()), "id": ["c1-0-2#2"], "input_id": ["c1-0-2"]}
+    pq.write_table(pa.table(renames), tmp_path / "ids" / "c1.parquet")
     entries = [
-        write_document_shard(s, str(tmp_path / "documents"), removed, 3, {"holdout_ratio": 0, "seed": 0})
+        write_document_shard(
+            s, str(tmp_path / "documents"), removed, str(tmp_path / "ids"), 3, {"holdout_ratio": 0, "seed": 0}
+        )
         for s in shards
     ]
     back = pq.read_table(tmp_path / "documents")
@@ -98,9 +104,12 @@ def test_shards_stream_parts_in_order_without_duplicate_lines(tmp_path):
         for i in range(10)
         if not (c == "c1" and 100 * p + i in (3, 101, 205))
     ]
+    expected[expected.index("c1-0-2")] = "c1-0-2#2"
     assert back["id"].to_pylist() == expected
+    assert [i for i in back["input_id"].to_pylist() if i] == ["c1-0-2"]
     assert back.schema.names == [
         "id",
+        "input_id",
         "text",
         "source",
         "url",

@@ -42,6 +42,24 @@ class InputFile:
     format: str  # a name in FORMATS
     compression: str | None  # gzip | zstd | None
     size: int  # -1 when the file could not be inspected
+    mtime_ns: int = -1  # at planning; -1 when the file could not be inspected
+    # sha256 (hex, 16 digits) of the file's first and last block at planning: with size and mtime,
+    # what tells a resumed run that an input changed
+    probe: str = ""
+    # how records are laid out: "lines" (one JSON value per line, split on `separator`) or "json"
+    # (one JSON array, or JSON values one after another, across lines: read whole)
+    layout: str = "lines"
+    separator: str = "\n"  # "\r" for files whose lines end in a bare carriage return
+
+
+@dataclass(frozen=True)
+class SkippedInput:
+    """A path found among the inputs that holds no records to read; stats list it with the reason
+    (empty_file, special_file, undecodable_name, same_file, unreadable_folder, unreadable_file)."""
+
+    uri: str
+    reason: str
+    detail: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,78 @@
+"""Unique ids: input ids are kept as given, but they may repeat (the same id in two files, `1`
+and `"1"`), and ids name documents downstream. A narrow index of the kept rows (id, file, line,
+chunk) is hash-partitioned on the id by a Ray shuffle so that all rows with one id meet in one
+partition; there the first in input order (file, then line) keeps the id and each later one
+becomes ID#N (N: its place among the rows with that id, from 2). A shuffle on the chunk then
+writes each chunk's renames to RENAMES_URI/CHUNK.parquet (line, id, input_id) for the documents
+writer. The texts never move."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from slimpipe.io.fs import join, resolve, write_parquet_atomic
+
+INDEX_COLUMNS = ["id", "file", "line", "chunk"]
+RENAMES = pa.schema([("line", pa.int64()), ("id", pa.string()), ("input_id", pa.string())])
+
+
+def _index_partition(table: pa.Table, partitions: int) -> pa.Table:
+    table = table.select(INDEX_COLUMNS)
+    # a hash that is the same in every process (Python's own hash() of a str is salted per process)
+    hashes = [
+        int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest(), "little") for i in table["id"].to_pylist()
+    ]
+    partition = (np.array(hashes, dtype=np.uint64) % np.uint64(partitions)).astype(np.int64)
+    return table.append_column("partition", pa.array(partition, pa.int64()))
+
+
+def renames_of(index: pa.Table) -> pa.Table:
+    """For rows of the index whose id repeats: (chunk, line, id, input_id), the new id for every
+    row but the first of its id in (file, line) order. Deterministic whatever the row order given."""
+    index = index.take(pc.sort_indices(index, [("id", "ascending"), ("file", "ascending"), ("line", "ascending")]))
+    ids = index["id"].combine_chunks()
+    n = len(ids)
+    same = np.zeros(n, dtype=bool)  # the row has the id of the row before it
+    if n > 1:
+        same[1:] = pc.equal(ids[1:], ids[:-1]).to_numpy(zero_copy_only=False)
+    starts = np.maximum.accumulate(np.where(same, 0, np.arange(n))) if n else np.zeros(0, np.int64)
+    place = np.arange(n) - starts + 1  # 1-based place of each row among the rows with its id
+    repeats = np.flatnonzero(same)
+    rows = index.take(repeats)
+    return pa.table(
+        {
+            "chunk": rows["chunk"],
+            "line": rows["line"],
+            "id": pa.array([f"{i}#{p}" for i, p in zip(rows["id"].to_pylist(), place[repeats].tolist())], pa.string()),
+            "input_id": rows["id"],
+        }
+    )
+
+
+def _renames_of_partition(index: pa.Table) -> pa.Table:
+    return renames_of(index)
+
+
+def _write_renames(renames: pa.Table, renames_uri: str) -> pa.Table:
+    chunk = renames["chunk"][0].as_py()
+    fs, out = resolve(renames_uri)
+    write_parquet_atomic(fs, join(out, f"{chunk}.parquet"), renames.select(RENAMES.names).sort_by("line").cast(RENAMES))
+    return pa.table({"chunk": [chunk], "renamed": [renames.num_rows]})
+
+
+def make_ids_unique(parts_uri: str, parts: list[str], partitions: int, reducers: int, renames_uri: str) -> int:
+    """Find repeated ids among the kept rows of `parts` (shuffled into `partitions`, at most
+    `reducers` at once) and write the renames of each chunk; returns the rows renamed."""
+    from slimpipe.stages.datasource import read_own_files
+
+    ds = read_own_files(parts_uri, parts, columns=INDEX_COLUMNS)
+    ds = ds.map_batches(_index_partition, fn_kwargs={"partitions": partitions}, batch_format="pyarrow", batch_size=None)
+    ds = ds.groupby("partition", num_partitions=reducers).map_groups(_renames_of_partition, batch_format="pyarrow")
+    ds = ds.groupby("chunk", num_partitions=reducers).map_groups(
+        _write_renames, fn_kwargs={"renames_uri": renames_uri}, batch_format="pyarrow"
+    )
+    return sum(int(pc.sum(b["renamed"]).as_py() or 0) for b in ds.iter_batches(batch_size=None, batch_format="pyarrow"))
