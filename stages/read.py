@@ -1,33 +1,56 @@
 """Read stage: JSONL (plain, .gz, .zst) and Parquet chunks -> Arrow record batches.
 
-Streams: a chunk is read in blocks, never whole, and lines are split on b"\\n" only (text holds
-U+2028 and U+0085, which str.splitlines would also split on). Every line becomes a row: good
-records, and records the reader cannot use, which travel on as rejected rows with the reason
-(malformed JSON, missing text, ...). Damage to a file (a truncated or corrupt stream, an
-unreadable file) becomes one rejected row that names the file, the line and the error; the
-records before the damage are kept.
+Streams: a chunk is read in blocks, never whole, and lines are split on the file's separator only
+(b"\\n", or b"\\r" for files whose lines end in a bare carriage return; text holds U+2028 and
+U+0085, which str.splitlines would also split on). A UTF-8 byte order mark opening a file is
+skipped. Every line becomes a row: good records, and records the reader cannot use, which travel
+on as rejected rows with the reason (malformed JSON, JSON nested too deep, missing text, ...): no
+one record can fail the task. An integer with more digits than Python converts from a string
+(sys.get_int_max_str_digits(), 4300 by default; the limit is left as it is) is kept as its digit
+string, so such a field arrives in `meta` as a JSON string of its digits.
+
+Files of layout "json" (one JSON array, or JSON values one after another, spread over lines) are
+the one thing read whole, up to input.max_json_bytes: each array element, or each top-level value,
+is a record, and its 1-based index is its `line`.
+
+Damage to a file (a truncated or corrupt stream, a broken Parquet file, broken JSON) becomes one
+rejected row that names the file, the line and the error; the records before the damage are kept.
+Storage errors are not damage: reads are retried under the decompressor (wait, reopen, seek back);
+a file that stays unreadable raises InputUnreadable, or, with input.on_io_error = reject, ends its
+chunk with one unreadable_file row. A file that changed after planning (size, modification time,
+or shorter than its planned range) raises InputChanged: it is never read as if it were the same.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import re
+import shlex
+import sys
+import time
+import zlib
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import orjson
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray.data
 import zstandard
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
+from slimpipe.errors import InputChanged, InputUnreadable
 from slimpipe.io.fs import resolve
-from slimpipe.io.inputs import Chunk
+from slimpipe.io.inputs import Chunk, InputFile
 from slimpipe.schemas import RECORD
 
 READ_BLOCK = 4 << 20
 MAX_BATCH_ROWS = 32768
+BOM = b"\xef\xbb\xbf"
+ORJSON_MAX_DEPTH = 1024  # orjson refuses deeper nesting itself
 
 
 def repair_surrogates(text: str) -> tuple[str, bool]:
@@ -47,6 +70,9 @@ class BatchBuilder:
         self.chunk = chunk
         self.cfg = read_cfg
         self.batch_bytes = read_cfg["batch_bytes"]
+        # the line a reader goes on to next (None before its first): where a row about a file that
+        # could not be read to its end says reading stopped
+        self.next_line: int | None = None
         self._reset()
 
     def _reset(self):
@@ -181,6 +207,8 @@ def _record_problem(obj, text_field: str) -> tuple[str, str] | None:
     text = obj[text_field]
     if text is None:
         return "null_text", f"{text_field!r} is null"
+    if isinstance(text, LongInt):
+        return "text_not_string", f"{text_field!r} is a int"
     if not isinstance(text, str):
         return "text_not_string", f"{text_field!r} is a {type(text).__name__}"
     return None
@@ -198,35 +226,258 @@ def _clean_str(value) -> str | None:
 def _to_json(value) -> str:
     try:
         return orjson.dumps(value).decode()
-    except TypeError:  # lone surrogates: escape them instead
+    except TypeError:  # lone surrogates, integers beyond 64 bits, deep nesting: the slower encoder
         return json.dumps(value, ensure_ascii=True)
 
 
+class LongInt(str):
+    """A JSON integer with more digits than int() converts from a string
+    (sys.get_int_max_str_digits()): kept as its digits. Rejecting the record would lose a document
+    for a field nobody reads, and raising the limit would change it for the whole process."""
+
+
+def _parse_int(digits: str) -> int | str:
+    limit = sys.get_int_max_str_digits()
+    if limit and len(digits) - digits.startswith("-") > limit:
+        return LongInt(digits)
+    return int(digits)
+
+
+# The fallback decoder: what orjson refuses (escaped lone surrogates, integers beyond 64 bits)
+_DECODER = json.JSONDecoder(parse_int=_parse_int)
+
+
 def parse_line(raw: bytes) -> tuple[object, bool]:
-    """-> (decoded JSON value, utf8 was repaired). Raises ValueError for malformed JSON."""
+    """-> (decoded JSON value, utf8 was repaired). Raises ValueError for malformed JSON, also
+    for JSON nested too deeply to decode."""
     try:
-        return orjson.loads(raw), False
-    except orjson.JSONDecodeError:
-        pass
+        obj = orjson.loads(raw)
+        if not _lost_digits(obj, raw):
+            return obj, False
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):  # the fallback would only recurse into the same wall
+            raise ValueError(f"JSON nested deeper than {ORJSON_MAX_DEPTH} levels") from None
     try:
         decoded, repaired = raw.decode("utf-8"), False
     except UnicodeDecodeError:
         decoded, repaired = raw.decode("utf-8", "replace"), True
     # The standard library also takes what orjson refuses for good reasons we can repair
-    # (escaped lone surrogates); anything else is malformed.
-    return json.loads(decoded), repaired
+    # (escaped lone surrogates) or keep (long integers); anything else is malformed.
+    try:
+        return _DECODER.decode(decoded), repaired
+    except RecursionError:
+        raise ValueError(_too_deep()) from None
+
+
+_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+
+
+def _lost_digits(obj, raw: bytes) -> bool:
+    """orjson reads an integer beyond 64 bits as a float, dropping digits: such a record is read
+    again by the standard library, which keeps them. A cheap walk, iterative (deep nesting)."""
+    stack = [obj]
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is float:
+            if value.is_integer() and abs(value) >= 2**63 and _LONG_DIGITS.search(raw):
+                return True
+        elif kind is dict:
+            stack.extend(value.values())
+        elif kind is list:
+            stack.extend(value)
+    return False
+
+
+def _too_deep() -> str:
+    return f"JSON nested too deeply (beyond the recursion limit, {sys.getrecursionlimit()} levels)"
+
+
+def _error_detail(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return _too_deep()
+    if isinstance(exc, ValueError):
+        return str(exc)[:200]
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
+def _add_decoded(batch: BatchBuilder, line: int, obj, raw: bytes | None, repaired: bool) -> None:
+    """batch.add_record, where a record that cannot be stored (nested too deeply to write back as
+    JSON) becomes a rejected row instead of failing the task."""
+    try:
+        batch.add_record(line, obj, raw, repaired)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one record never fails a task
+        batch.reject(line, "malformed_json", _error_detail(exc), raw=raw, repaired=repaired)
+
+
+# --- Input files: retried reads, checked against the plan ----------------------------------------
+
+# Errors that waiting does not mend: not retried
+PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+class RetryingFile:
+    """The raw bytes of one input file, read under the decompressor (or Parquet). An OSError from
+    storage is retried: wait io_retry_backoff_s (doubling), reopen the file, seek back to where
+    reading was, up to io_retries times; then InputUnreadable. So every OSError a decompressor
+    passes on is damage to the data, and every storage error is told apart from it. Each open
+    also checks that the file is still the one planned (InputChanged otherwise)."""
+
+    def __init__(self, file: InputFile, read_cfg: dict):
+        self.file = file
+        self.retries = int(read_cfg.get("io_retries", 5))
+        self.backoff = float(read_cfg.get("io_retry_backoff_s", 1.0))
+        self.pos = 0
+        self.closed = False
+        self._fh = None
+        self._fs: pafs.FileSystem | None = None
+        self._path = ""
+        self._retrying(lambda fh: None)  # open now: a missing file is said at once
+
+    def _open(self):
+        self._fs, self._path = resolve(self.file.uri)
+        _check_unchanged(self.file, self._fs.get_file_info(self._path))
+        fh = self._fs.open_input_file(self._path)
+        if self.pos:
+            fh.seek(self.pos)
+        return fh
+
+    def _retrying(self, op):
+        delay, attempt = self.backoff, 0
+        while True:
+            try:
+                if self._fh is None:
+                    self._fh = self._open()
+                return op(self._fh)
+            except OSError as exc:
+                self._drop()
+                if isinstance(exc, PERMANENT) or attempt >= self.retries:
+                    tries = f" (tried {attempt + 1} times)" if attempt else ""
+                    error = " ".join(str(exc).split())  # one line, whatever storage said
+                    raise InputUnreadable(
+                        f"input {self.file.uri} cannot be read{tries}: {type(exc).__name__}: {error}"
+                    ) from exc
+                time.sleep(delay)
+                delay, attempt = delay * 2, attempt + 1
+
+    def _drop(self) -> None:
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            try:
+                fh.close()
+            except OSError:
+                pass  # a handle that failed may fail to close too: it is dropped either way
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._retrying(lambda fh: fh.read(size if size >= 0 else None))
+        self.pos += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self.pos}.get(whence)
+        target = offset + (base if base is not None else self.size())
+        self._retrying(lambda fh: fh.seek(target))
+        self.pos = target
+        return target
+
+    def tell(self) -> int:
+        return self.pos
+
+    def size(self) -> int:
+        return self._retrying(lambda fh: fh.size())
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def check_unchanged(self) -> None:
+        """InputChanged when the file's size or mtime is no longer what was planned."""
+        self._retrying(self._stat)
+
+    def _stat(self, fh) -> None:
+        assert self._fs is not None  # set by the open that gave `fh`
+        _check_unchanged(self.file, self._fs.get_file_info(self._path))
+
+    def close(self) -> None:
+        self._drop()
+        self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _check_unchanged(file: InputFile, info: pafs.FileInfo) -> None:
+    """The file must still be the one planned: same size and mtime (each where it was known)."""
+    if info.type == pafs.FileType.NotFound:
+        if file.size >= 0:
+            raise InputChanged(f"input {file.uri} was removed after the run planned it: {_RERUN}")
+        raise FileNotFoundError(2, "No such file", file.uri)
+    if info.type == pafs.FileType.Directory:
+        if file.size >= 0:
+            raise InputChanged(f"input {file.uri} is a folder now, no longer the file the run planned: {_RERUN}")
+        raise IsADirectoryError(21, "Is a directory", file.uri)
+    if info.type != pafs.FileType.File:
+        return  # opening says what it is
+    changes = []
+    if file.size >= 0 and info.size != file.size:
+        changes.append(f"size {file.size} -> {info.size} bytes")
+    if file.mtime_ns >= 0 and info.mtime_ns is not None and info.mtime_ns != file.mtime_ns:
+        changes.append(f"modified {_when(file.mtime_ns)} -> {_when(info.mtime_ns)}")
+    if changes:
+        raise InputChanged(f"input {file.uri} changed after the run planned it ({', '.join(changes)}): {_RERUN}")
+
+
+_RERUN = "rerun the command (the resumed run plans the changed input again)"
+
+
+def _when(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="microseconds")
+
+
+def _check_reached(chunk: Chunk, reached: int, end: int | None) -> None:
+    """A plain file read to its end must have run to its planned end: the range's, or its size."""
+    if end is not None:
+        expected, short = end, reached < end  # a range may be read past its end, never short of it
+    else:
+        expected = chunk.file.size
+        short = expected >= 0 and reached != expected
+    if short:
+        raise InputChanged(
+            f"input {chunk.file.uri} changed while it was read (it ended at byte {reached}, "
+            f"planned: {expected}): {_RERUN}"
+        )
+
+
+def _reading(body, chunk: Chunk, read_cfg: dict) -> Iterator[pa.Table]:
+    """Runs a reader body over a chunk's batch. A file storage will not hand over fails the task
+    (input.on_io_error = fail: the run stops and says which file) or, with `reject`, ends the
+    chunk with one unreadable_file row after the records read so far."""
+    batch = BatchBuilder(chunk, read_cfg)
+    try:
+        yield from body(chunk, batch)
+    except InputUnreadable as exc:
+        if read_cfg.get("on_io_error", "fail") != "reject":
+            raise
+        batch.reject(batch.next_line, "unreadable_file", str(exc))
+    if len(batch):
+        yield batch.flush()
 
 
 # --- JSONL ---------------------------------------------------------------------------------------
 
 
-def _open_stream(chunk: Chunk):
-    fs, path = resolve(chunk.file.uri)
-    if chunk.file.compression is None:
-        return fs.open_input_file(path)
-    raw = fs.open_input_stream(path, compression=None)  # we decompress, to see damage
-    if chunk.file.compression == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb")
+def _decompressing(raw: RetryingFile, compression: str | None):
+    if compression is None:
+        return raw
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[arg-type]
     return ZstdStream(raw)
 
 
@@ -256,12 +507,6 @@ class ZstdStream:
             if out:
                 return out
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.raw.close()
-
 
 class StreamDamage(Exception):
     """A stream that broke off; `tail` holds the bytes read after its last complete line."""
@@ -270,27 +515,28 @@ class StreamDamage(Exception):
 
 
 def _blocks(stream) -> Iterator[bytes]:
-    """Raw blocks from a stream; a decompression or I/O failure becomes StreamDamage."""
+    """Raw blocks from a stream; a decompression failure becomes StreamDamage. (Storage errors
+    come up from the RetryingFile below as InputUnreadable, after its retries, and pass.)"""
     # read1 hands over what one decompression step produced, so data before damage is not
     # lost inside a read() that was still filling its buffer when the error came.
     read = stream.read1 if hasattr(stream, "read1") else stream.read
     while True:
         try:
             block = read(READ_BLOCK)
-        except (OSError, EOFError, zstandard.ZstdError, ValueError) as exc:
+        except (OSError, EOFError, zlib.error, zstandard.ZstdError, ValueError) as exc:
             raise StreamDamage(f"{type(exc).__name__}: {exc}") from exc
         if not block:
             return
         yield block
 
 
-def _lines(stream) -> Iterator[bytes]:
-    """Complete lines without their b"\n"; the last one may be unterminated. On damage the
+def _lines(stream, sep: bytes = b"\n") -> Iterator[bytes]:
+    """Complete lines without their separator; the last one may be unterminated. On damage the
     partial line read so far rides on the StreamDamage as `.tail`."""
     pending: list[bytes] = []
     try:
         for block in _blocks(stream):
-            parts = block.split(b"\n")
+            parts = block.split(sep)
             if len(parts) == 1:
                 pending.append(block)
                 continue
@@ -305,16 +551,16 @@ def _lines(stream) -> Iterator[bytes]:
         yield b"".join(pending)
 
 
-def _skip_partial_line(stream, chunk: Chunk) -> tuple[int, int]:
+def _skip_partial_line(stream, chunk: Chunk, sep: bytes = b"\n") -> tuple[int, int]:
     """A range that starts mid-line leaves that line to the range before it. Returns the offset
     of the first line this range owns (>= end when a long line covers the whole range) and
     that line's 1-based number. Scans no further than the range's end."""
     stream.seek(chunk.start - 1)
-    if stream.read(1) == b"\n":
+    if stream.read(1) == sep:
         return chunk.start, chunk.first_line
     pos = chunk.start
     while pos < chunk.end and (block := stream.read(min(1 << 16, chunk.end - pos))):
-        i = block.find(b"\n")
+        i = block.find(sep)
         if i >= 0:
             return pos + i + 1, chunk.first_line + 1
         pos += len(block)
@@ -322,36 +568,47 @@ def _skip_partial_line(stream, chunk: Chunk) -> tuple[int, int]:
 
 
 def read_jsonl_chunk(chunk: Chunk, read_cfg: dict) -> Iterator[pa.Table]:
-    batch = BatchBuilder(chunk, read_cfg)
+    body = _json_document if chunk.file.layout == "json" else _jsonl_lines
+    return _reading(body, chunk, read_cfg)
+
+
+def _jsonl_lines(chunk: Chunk, batch: BatchBuilder) -> Iterator[pa.Table]:
+    sep = chunk.file.separator.encode()
+    plain = chunk.file.compression is None
     line_no = chunk.first_line
-    try:
-        stream = _open_stream(chunk)
-    except Exception as exc:  # missing, unreadable, not a file: one row says so
-        batch.reject(None, "unreadable_file", f"{type(exc).__name__}: {exc}")
-        yield batch.flush()
-        return
-    with stream:
+    with RetryingFile(chunk.file, batch.cfg) as raw:
+        stream = _decompressing(raw, chunk.file.compression)
         pos, end = 0, None  # lines starting in [pos, end) are this chunk's
-        if chunk.file.compression is None and chunk.end >= 0:
+        if plain and chunk.end >= 0:
             pos, end = chunk.start, chunk.end
             if chunk.start > 0:
-                pos, line_no = _skip_partial_line(stream, chunk)
+                pos, line_no = _skip_partial_line(raw, chunk, sep)
                 if pos >= end:
+                    raw.check_unchanged()
                     return  # a line that started in an earlier range covers this one
-            stream.seek(pos)
+            raw.seek(pos)
+        first, at_eof = chunk.start == 0, True
         try:
-            for raw in _lines(stream):
+            for line in _lines(stream, sep):
                 if end is not None and pos >= end:
+                    at_eof = False
                     break
-                pos += len(raw) + 1
-                _add_line(batch, line_no, raw)
+                pos += len(line) + len(sep)
+                if first and line.startswith(BOM):
+                    line = line[len(BOM) :]
+                first = False
+                _add_line(batch, line_no, line)
                 line_no += 1
+                batch.next_line = line_no
                 if batch.full():
                     yield batch.flush()
         except StreamDamage as exc:
+            raw.check_unchanged()  # a file rewritten under the reader looks damaged: say so instead
             batch.reject(line_no, "corrupt_stream", f"input damaged at line {line_no}: {exc}", raw=exc.tail or None)
-    if len(batch):
-        yield batch.flush()
+            return
+        if plain and at_eof:
+            _check_reached(chunk, raw.pos, end)
+        raw.check_unchanged()
 
 
 def _add_line(batch: BatchBuilder, line_no: int, raw: bytes) -> None:
@@ -359,32 +616,188 @@ def _add_line(batch: BatchBuilder, line_no: int, raw: bytes) -> None:
         return  # a blank line is no record
     try:
         obj, repaired = parse_line(raw)
-    except ValueError as exc:
-        batch.reject(line_no, "malformed_json", str(exc)[:200], raw=raw)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one record never fails a task
+        batch.reject(line_no, "malformed_json", _error_detail(exc), raw=raw)
         return
-    batch.add_record(line_no, obj, raw, repaired)
+    _add_decoded(batch, line_no, obj, raw, repaired)
+
+
+# --- JSON documents (layout "json") --------------------------------------------------------------
+
+
+class JsonBreak(Exception):
+    """Where a JSON document stops being JSON: `pos` in its decoded text."""
+
+    def __init__(self, pos: int, reason: str):
+        super().__init__(reason)
+        self.pos = pos
+
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _json_document(chunk: Chunk, batch: BatchBuilder) -> Iterator[pa.Table]:
+    """A file of layout "json", read whole (it cannot be split where records end without being
+    parsed): too large a file, or broken JSON, is one rejected row for the whole file."""
+    if chunk.start > 0:
+        return  # the chunk at offset 0 reads the whole file
+    f = chunk.file
+    limit = int(batch.cfg.get("max_json_bytes", 256 << 20))
+    blocks: list[bytes] = []
+    damage = None
+    with RetryingFile(f, batch.cfg) as raw:
+        if f.compression is None and raw.size() > limit:
+            batch.reject(None, "json_file_too_large", _too_large(f, limit, raw.size()))
+            return
+        read = 0
+        try:
+            for block in _blocks(_decompressing(raw, f.compression)):
+                blocks.append(block)
+                read += len(block)
+                if read > limit:
+                    batch.reject(None, "json_file_too_large", _too_large(f, limit, None))
+                    return
+        except StreamDamage as exc:
+            raw.check_unchanged()
+            damage = exc
+        if f.compression is None and damage is None:
+            _check_reached(chunk, raw.pos, None)
+        raw.check_unchanged()
+    data = b"".join(blocks)
+    del blocks
+    yield from _json_records(batch, data[len(BOM) :] if data.startswith(BOM) else data, damage)
+
+
+def _json_records(batch: BatchBuilder, data: bytes, damage: StreamDamage | None) -> Iterator[pa.Table]:
+    f = batch.chunk.file
+    text, repaired = "", False
+    values: Iterator[object]
+    try:
+        whole = orjson.loads(data)
+        if _lost_digits(whole, data):
+            raise orjson.JSONDecodeError("integers beyond 64 bits", "", 0)
+        values = iter(whole if isinstance(whole, list) else [whole])
+    except orjson.JSONDecodeError:  # concatenated values, broken JSON, or what only json takes
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text, repaired = data.decode("utf-8", "replace"), True
+        values = _json_values(text)
+    del data
+    index = 0
+    try:
+        for value in values:
+            index += 1
+            _add_decoded(batch, index, value, None, repaired)
+            batch.next_line = index + 1
+            if batch.full():
+                yield batch.flush()
+    except JsonBreak as brk:
+        if damage is None:
+            batch.reject(index + 1, "malformed_json_file", _broken(f, text, brk, index))
+    if damage is not None:
+        batch.reject(index + 1, "corrupt_stream", f"input damaged after record {index}: {damage}")
+
+
+def _json_values(text: str) -> Iterator[object]:
+    """The records of a JSON text: each element of a top-level array, each other top-level value.
+    Raises JsonBreak where it stops being JSON, after yielding every record before that."""
+    pos, n = _skip_space(text, 0), len(text)
+    while pos < n:
+        if text[pos] != "[":
+            value, pos = _json_value(text, pos)
+            yield value
+        else:  # an array: its elements one by one, so those before a break are kept
+            pos = _skip_space(text, pos + 1)
+            closed = text.startswith("]", pos)
+            pos += closed
+            while not closed:
+                value, pos = _json_value(text, pos)
+                yield value
+                pos = _skip_space(text, pos)
+                if not text.startswith((",", "]"), pos):
+                    raise JsonBreak(pos, "expected ',' or ']' after an array element")
+                closed = text[pos] == "]"
+                pos = _skip_space(text, pos + 1)
+        pos = _skip_space(text, pos)
+
+
+def _skip_space(text: str, pos: int) -> int:
+    m = _JSON_SPACE.match(text, pos)
+    return m.end() if m else pos
+
+
+def _json_value(text: str, pos: int) -> tuple[object, int]:
+    try:
+        return _DECODER.raw_decode(text, pos)
+    except json.JSONDecodeError as exc:
+        raise JsonBreak(exc.pos, exc.msg) from None
+    except RecursionError:
+        raise JsonBreak(pos, _too_deep()) from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a value the decoder chokes on ends the document
+        raise JsonBreak(pos, f"{type(exc).__name__}: {exc}") from None
+
+
+def _convert_hint(f: InputFile) -> str:
+    """The command that turns a JSON document into JSON Lines, which stream."""
+    out = shlex.quote(re.sub(r"\.(gz|zst|zstd)$", "", f.uri, flags=re.IGNORECASE) + ".jsonl")
+    unpack = {"gzip": "gzip -dc", "zstd": "zstd -dc"}.get(f.compression or "")
+    src = shlex.quote(f.uri)
+    return f"{unpack} {src} | jq -c '.[]' > {out}" if unpack else f"jq -c '.[]' {src} > {out}"
+
+
+def _too_large(f: InputFile, limit: int, size: int | None) -> str:
+    what = f"{size} bytes" if size is not None else f"more than {limit} bytes decompressed"
+    return (
+        f"{f.uri} is one JSON document ({what}), which is read whole, over input.max_json_bytes "
+        f"({limit}): none of its records were read. Convert it to JSON Lines, which stream: "
+        f"{_convert_hint(f)} (jq -c . for JSON values one after another), and take the original "
+        "out of the input; or raise input.max_json_bytes"
+    )
+
+
+def _broken(f: InputFile, text: str, brk: JsonBreak, kept: int) -> str:
+    line = text.count("\n", 0, brk.pos) + 1
+    col = brk.pos - (text.rfind("\n", 0, brk.pos) + 1) + 1
+    kept_note = f"the {kept} records before it were kept" if kept else "no record of it was read"
+    return (
+        f"{f.uri} is not valid JSON at line {line} column {col} ({brk}): {kept_note}, nothing after "
+        f"it was read. Repair the file; as JSON Lines ({_convert_hint(f)}) it would stream, and "
+        "damage would cost one line"
+    )
 
 
 # --- Parquet -------------------------------------------------------------------------------------
 
 
 def read_parquet_chunk(chunk: Chunk, read_cfg: dict) -> Iterator[pa.Table]:
-    batch = BatchBuilder(chunk, read_cfg)
+    return _reading(_parquet_rows, chunk, read_cfg)
+
+
+def _parquet_rows(chunk: Chunk, batch: BatchBuilder) -> Iterator[pa.Table]:
     row = chunk.first_line
-    try:
-        fs, path = resolve(chunk.file.uri)
-        pfile = pq.ParquetFile(fs.open_input_file(path))
-        groups = range(chunk.start, chunk.end if chunk.end >= 0 else pfile.num_row_groups)
-        for rb in pfile.iter_batches(batch_size=4096, row_groups=list(groups)):
-            for obj in _rows_with_bytes_text(rb, read_cfg["text_field"]):
-                batch.add_record(row, *obj)
-                row += 1
-                if batch.full():
-                    yield batch.flush()
-    except Exception as exc:  # noqa: BLE001 - any failure of a file becomes a row naming it
-        batch.reject(row if row > chunk.first_line else None, "unreadable_file", f"{type(exc).__name__}: {exc}")
-    if len(batch):
-        yield batch.flush()
+    with RetryingFile(chunk.file, batch.cfg) as raw:
+        try:
+            pfile = pq.ParquetFile(raw)  # reads through the retrying file
+            groups = range(chunk.start, chunk.end if chunk.end >= 0 else pfile.num_row_groups)
+            for rb in pfile.iter_batches(batch_size=4096, row_groups=list(groups)):
+                for obj in _rows_with_bytes_text(rb, batch.cfg["text_field"]):
+                    _add_decoded(batch, row, *obj)
+                    row += 1
+                    batch.next_line = row
+                    if batch.full():
+                        yield batch.flush()
+        except (InputUnreadable, InputChanged, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a damaged file becomes a row naming it
+            raw.check_unchanged()  # a file rewritten under the reader looks damaged: say so instead
+            batch.reject(row if row > chunk.first_line else None, "unreadable_file", f"{type(exc).__name__}: {exc}")
+            return
+        raw.check_unchanged()
 
 
 def _rows_with_bytes_text(rb: pa.RecordBatch, text_field: str) -> Iterator[tuple[dict, None, bool]]:

@@ -8,14 +8,14 @@ from conftest import write_jsonl
 
 from slimpipe.config import load_preset
 from slimpipe.errors import ConfigError
-from slimpipe.io.inputs import byte_ranges, count_newlines_in_range, discover, plan_chunks
+from slimpipe.io.inputs import Chunk, InputFile, byte_ranges, count_newlines_in_range, discover, plan_chunks
 from slimpipe.stages.read import read_chunk
 
 READ_CFG = load_preset("slimpajama")["input"]
 
 
 def read_all(paths, cfg=READ_CFG, split_bytes=None):
-    files = discover([str(p) for p in paths], cfg)
+    files = discover([str(p) for p in paths], cfg).files
     count = lambda jobs: [count_newlines_in_range(*j) for j in jobs]  # noqa: E731
     chunks = plan_chunks(files, split_bytes or cfg["split_bytes"], count)
     tables = [t for c in chunks for t in read_chunk(c, cfg)]
@@ -91,7 +91,9 @@ def test_bad_records_become_rejected_rows(tmp_path):
 def test_empty_file_and_blank_lines(tmp_path):
     (tmp_path / "empty.jsonl").write_bytes(b"")
     (tmp_path / "blank.jsonl").write_bytes(b"\n  \n\n")
-    assert read_all([tmp_path / "empty.jsonl"]) == []
+    # discovery passes an empty file over (stats list it); read, it gives no row either
+    empty = InputFile(str(tmp_path / "empty.jsonl"), "empty.jsonl", "s", "jsonl", None, 0)
+    assert list(read_chunk(Chunk("k", empty), READ_CFG)) == []
     assert read_all([tmp_path / "blank.jsonl"]) == []
 
 
@@ -116,7 +118,8 @@ def test_corrupt_gzip_and_unreadable_file(tmp_path, c4_docs):
     data[len(data) // 2 : len(data) // 2 + 64] = b"\x00" * 64
     gz.write_bytes(bytes(data))
     os.symlink(tmp_path / "nowhere.jsonl", tmp_path / "src" / "dangling.jsonl")
-    rows = read_all([tmp_path / "src"])
+    # a file that cannot be read is a row only when asked (the default, fail, stops the run)
+    rows = read_all([tmp_path / "src"], {**READ_CFG, "on_io_error": "reject"})
     by_file = {}
     for r in rows:
         by_file.setdefault(os.path.basename(r["file"]), []).append(r)
