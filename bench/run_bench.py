@@ -49,7 +49,7 @@ OUT = Path(__file__).parent / "out"
 
 def stage_throughput(corpus: Path, text_mb: float) -> dict:
     cfg = load_preset("slimpajama")
-    files = discover([str(corpus)], cfg["input"])
+    files = discover([str(corpus)], cfg["input"]).files
     chunks = plan_chunks(files, cfg["input"]["split_bytes"], lambda jobs: [])
     times = {}
 

@@ -14,7 +14,7 @@ from slimpipe.stages.read import read_chunk
 def example_texts(paths: list[str], text_field: str) -> Iterator[str]:
     """Texts of the example files (JSONL, plain or compressed, and Parquet), streamed."""
     read_cfg = {**load_preset("slimpajama")["input"], "text_field": text_field}
-    files = discover(paths, read_cfg)
+    files = discover(paths, read_cfg).files
     chunks = plan_chunks(files, read_cfg["split_bytes"], lambda jobs: [count_newlines_in_range(*j) for j in jobs])
     for chunk in chunks:
         for table in read_chunk(chunk, read_cfg):

@@ -76,7 +76,7 @@ def stage_split(rd: RunDir, chunks, config: dict) -> None:
     if rd.state["stages"].get("split", {}).get("status") == "done":
         return
     rd.clear_split(step.STAGE)
-    evals = discover(split["eval_files"], _eval_input(config)) if split["eval_files"] else []
+    evals = discover(split["eval_files"], _eval_input(config)).files if split["eval_files"] else []
     holdout = _holdout_counts(config)
     if not split["decontaminate"] or not evals and not holdout:
         rd.set_stage("split", status="done", holdout_ratio=split["holdout_ratio"], decontaminated=0)
