@@ -14,12 +14,17 @@ import ray
 from slimpipe.config import later_config
 from slimpipe.errors import ConfigError, RunConflict
 from slimpipe.io.fs import exists, list_files, read_json, write_json_atomic
-from slimpipe.rundir import EXPORT, ExportDir, RunDir
+from slimpipe.rundir import EXPORT, AlreadyComplete, ExportDir, RunDir, inside, run_lock
 from slimpipe.stages.export import FORMATS, SPLITS, ExportFormat, export_groups
 
 log = logging.getLogger("slimpipe")
 
 
+def _into_run(run_uri: str, fmt: str, out_uri: str | None = None, *args, **kwargs) -> bool:
+    return out_uri is None or inside(out_uri, run_uri)
+
+
+@run_lock("export", when=_into_run)  # the run's lock when it writes into the run
 def export(
     run_uri: str, fmt: str, out_uri: str | None = None, overrides: list[str] | None = None, address: str | None = None
 ) -> dict:
@@ -46,7 +51,8 @@ def export(
         "pad_id": _pad_id(tok),
         **fmt_cls.settings_of(pack, tok["vocab_size"]),
     }
-    _claim(out, settings)
+    if _claim(out, settings):
+        return AlreadyComplete(read_json(out.fs, out.manifest))
 
     groups = rd.tokens_names()
     done = out.done.done()
@@ -97,11 +103,14 @@ def _group_record(row: dict, fmt_cls: type[ExportFormat]) -> dict:
     return {"group": row["group"], "splits": splits}
 
 
-def _claim(out: ExportDir, settings: dict) -> None:
-    """Refuse a non-empty folder unless it holds an unfinished export with the same settings."""
+def _claim(out: ExportDir, settings: dict) -> bool:
+    """Refuse a non-empty folder unless it holds an export with the same settings: True when
+    that export is finished (nothing to do), False when there is work (a new or resumed export)."""
     if list_files(out.fs, out.path, recursive=True):
         if exists(out.fs, out.manifest):
-            raise RunConflict(f"{out.uri} already holds a finished export; choose an empty folder")
+            if exists(out.fs, out.state) and read_json(out.fs, out.state) == settings:
+                return True
+            raise RunConflict(f"{out.uri} already holds a finished export with other settings; choose an empty folder")
         if not exists(out.fs, out.state):
             raise RunConflict(f"{out.uri} is not empty and holds no slimpipe export; choose an empty folder")
         previous = read_json(out.fs, out.state)
@@ -112,6 +121,7 @@ def _claim(out: ExportDir, settings: dict) -> None:
             )
         log.info("export: resuming the unfinished export in %s", out.uri)
     write_json_atomic(out.fs, out.state, settings)
+    return False
 
 
 def _manifest(

@@ -1,11 +1,21 @@
-"""The run directory: run.json (config, versions, fingerprints, stage status), the plan, and
-the bookkeeping that lets a killed run resume without redoing or mixing finished work."""
+"""The run directory: run.json (config, versions, fingerprints, stage status), the plan, the
+bookkeeping that lets a killed run resume without redoing or mixing finished work, and the lock
+(RUN/.lock) that keeps a second process from writing into a run in use."""
 
 from __future__ import annotations
 
+import functools
+import json
+import logging
+import os
 import platform
+import socket
+import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from functools import partial
 from typing import NamedTuple
 
@@ -14,10 +24,12 @@ import pyarrow.fs as pafs
 
 from slimpipe import __version__
 from slimpipe.config import fingerprint
-from slimpipe.errors import RunConflict
+from slimpipe.errors import RunConflict, RunLocked
 from slimpipe.io.fs import exists, join, list_files, read_json, remove_stale_tmp, resolve, write_json_atomic
 from slimpipe.io.inputs import Chunk
 from slimpipe.io.parts import parse_part_file_name
+
+log = logging.getLogger("slimpipe")
 
 
 def _record_chunk_read(work_uri: str, chunk: Chunk, records: int) -> None:
@@ -60,6 +72,29 @@ TOKENIZER_INFO = ("tokenizer", "tokenizer.json")  # what the model was trained o
 TOKENS = "tokens"  # UNIT.arrow
 TOKENS_DONE = ("_work", "tokens")  # UNIT.json: a finished tokenize unit's counts
 EXPORT = "export"  # FORMAT/: the default export folder of each format
+REPORT = "report.html"
+# the stages of `slimpipe run` as run.json names them; a run is finished when all are done
+RUN_STAGES = ("read_clean_filter", "exact_dedup", "unique_ids", "near_dedup", "split", "write")
+LOCK = ".lock"  # held by the process writing into the run (RunLock)
+# what a run writes at the top of its directory: `slimpipe run --force` clears these in a folder
+# that holds no run, so that no stale file mixes with the run's outputs; anything else is left
+OWN_ENTRIES = (
+    DOCUMENTS,
+    REJECTED,
+    "duplicates",
+    "clusters",
+    TOKENIZER_MODEL[0],
+    TOKENS,
+    EXPORT,
+    "_work",
+    STATS,
+    REPORT,
+)
+
+
+class AlreadyComplete(dict):
+    """The stored result of a step that had finished before with the same settings: nothing was
+    redone. A plain dict to every reader; the CLI says "already complete"."""
 
 
 class KeptPart(NamedTuple):
@@ -87,21 +122,11 @@ class RunDir:
         run_json = join(self.path, "run.json")
         config_fp = fingerprint(config)
         if exists(self.fs, run_json):
-            state = read_json(self.fs, run_json)
-            if state.get("config_fingerprint") != config_fp:
-                diff = _diff(state.get("config", {}), config)
-                raise RunConflict(
-                    f"{self.uri} holds a run with a different config ({'; '.join(diff) or 'changed'}). "
-                    "Use a new --output, or delete the run directory to start over."
-                )
-            if state.get("input_fingerprint") != input_fp:
-                raise RunConflict(
-                    f"{self.uri} holds a run over different input files. "
-                    "Use a new --output, or delete the run directory to start over."
-                )
+            state = self._same_run(read_json(self.fs, run_json), config, input_fp)
             self.state = state
             self.state["config"] = config  # where it runs (ray.address) may change on resume
             self.state["resumed"] = self.state.get("resumed", 0) + 1
+            self.state["status"] = "running"
             remove_stale_tmp(self.fs, self.path)
             self.save()
             return True
@@ -116,6 +141,87 @@ class RunDir:
         }
         self.save()
         return False
+
+    def _same_run(self, state: dict, config: dict, input_fp: str) -> dict:
+        """The state of the run found here, if it has this config and input; else RunConflict."""
+        if state.get("config_fingerprint") != fingerprint(config):
+            diff = _diff(state.get("config", {}), config)
+            raise RunConflict(
+                f"{self.uri} holds a run with a different config ({'; '.join(diff) or 'changed'}). "
+                "Use a new --output, or delete the run directory to start over."
+            )
+        if state.get("input_fingerprint") != input_fp:
+            raise RunConflict(
+                f"{self.uri} holds a run over different input files. "
+                "Use a new --output, or delete the run directory to start over."
+            )
+        return state
+
+    def finished_stats(self, config: dict, input_fp: str) -> AlreadyComplete | None:
+        """The stored statistics when the run here finished with this config and input; None when
+        there is no run yet or it has not finished. Reads only (no lock, no Ray), so a finished
+        run re-run costs a listing of the input. A different config or input is RunConflict."""
+        run_json = join(self.path, "run.json")
+        if not exists(self.fs, run_json):
+            return None
+        state = self._same_run(read_json(self.fs, run_json), config, input_fp)
+        stats_json = join(self.path, STATS)
+        stages = state.get("stages", {})
+        if (
+            state.get("status") != "done"
+            or any(stages.get(name, {}).get("status") != "done" for name in RUN_STAGES)
+            or not exists(self.fs, stats_json)
+        ):
+            return None
+        # `resumed`: this call found the run there (stats.json keeps the first attempt's value)
+        return AlreadyComplete(read_json(self.fs, stats_json), resumed=True)
+
+    def claim(self, force: bool = False) -> None:
+        """Make sure the folder is this run's to write: a run (run.json), empty or missing. A
+        folder holding other files and no run is refused, unless force: then the run's own
+        entries (OWN_ENTRIES: documents/, rejected/, ..., _work/, stats.json) are cleared first,
+        so that no stale file mixes with the outputs, and everything else is left as it is."""
+        if exists(self.fs, join(self.path, "run.json")) or not exists(self.fs, self.path):
+            return
+        names = sorted(
+            i.base_name
+            for i in self.fs.get_file_info(pafs.FileSelector(self.path))
+            if not (i.base_name == LOCK or i.base_name.startswith(LOCK + "."))
+        )
+        if not names:
+            return
+        if not force:
+            listed = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            raise RunConflict(
+                f"{self.uri} is not empty ({listed}) and holds no slimpipe run (no run.json); choose an "
+                "empty folder, or pass --force to run into it (slimpipe's own folders there are cleared first)"
+            )
+        cleared = [n for n in names if n in OWN_ENTRIES]
+        for name in cleared:
+            path = join(self.path, name)
+            if self.fs.get_file_info(path).type == pafs.FileType.Directory:
+                self.fs.delete_dir(path)
+            else:
+                self.fs.delete_file(path)
+        log.warning(
+            "--force: running into %s, which holds no run; cleared %s, left %d other entries as they are",
+            self.uri,
+            ", ".join(cleared) or "nothing",
+            len(names) - len(cleared),
+        )
+
+    @contextmanager
+    def locked(self, command: str) -> Iterator[RunLock]:
+        """Hold RUN/.lock while writing into the run: a second process is refused at once
+        (RunLocked), a stale lock is taken over. Released on leaving, also on an exception."""
+        if self.fs.get_file_info(self.path).type == pafs.FileType.File:
+            raise RunConflict(f"{self.uri} is a file; the run needs a folder")
+        lock = RunLock(self.fs, self.path, self.uri, command)
+        lock.acquire()
+        try:
+            yield lock
+        finally:
+            lock.release()
 
     def load_finished(self) -> dict:
         """The state of a finished run, for the steps that follow `slimpipe run`."""
@@ -280,6 +386,210 @@ class RunDir:
 
     def tokens_done(self) -> Markers:
         return Markers(self.fs, join(self.path, *TOKENS_DONE))
+
+
+HEARTBEAT_S = 30.0  # how often a holder refreshes its lock's heartbeat
+STALE_S = 300.0  # another host's lock whose heartbeat is older than this is stale
+
+
+def _now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+class RunLock:
+    """RUN/.lock: {"pid", "host", "started", "command", "heartbeat", "token"} of the process that
+    writes into the run. On a local disk it is created with O_CREAT|O_EXCL, which is atomic, so
+    of two processes exactly one gets it. Object stores have no atomic create: there the lock is
+    written, read back after a moment and kept only if it still names us; this is best effort (two
+    processes starting within that moment can both believe they hold it).
+
+    A lock is stale, and taken over with a warning, when its process is gone: on the same host,
+    when its pid is no longer alive; from another host, when its heartbeat (refreshed by a daemon
+    thread every HEARTBEAT_S) is older than STALE_S. A reused pid keeps a dead run's lock looking
+    alive; the refusal names the pid, and deleting RUN/.lock by hand is then safe."""
+
+    def __init__(self, fs: pafs.FileSystem, folder: str, uri: str, command: str):
+        self.fs, self.folder, self.uri = fs, folder, uri
+        self.path = join(folder, LOCK)
+        self.local = isinstance(fs, pafs.LocalFileSystem)
+        now = _now()
+        self.record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": now,
+            "heartbeat": now,
+            "command": command,
+            "token": uuid.uuid4().hex,
+        }
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- taking and giving back ------------------------------------------------------------
+
+    def acquire(self) -> None:
+        self.fs.create_dir(self.folder, recursive=True)
+        for _ in range(5):
+            if self._create():
+                self._thread = threading.Thread(target=self._beat, name="slimpipe-lock-heartbeat", daemon=True)
+                self._thread.start()
+                return
+            holder = self._read()
+            if holder is None:  # given back meanwhile
+                continue
+            why = self._stale(holder)
+            if why is None:
+                raise RunLocked(
+                    f"{self.uri} is in use by `slimpipe {holder.get('command', '?')}` (pid {holder.get('pid')} on "
+                    f"{holder.get('host')}, since {holder.get('started')}); wait for it to end, or stop it. "
+                    f"If that process is surely gone, delete {join(self.folder, LOCK)}"
+                )
+            log.warning(
+                "taking over the stale lock of %s: `slimpipe %s` (pid %s on %s, since %s) %s",
+                self.uri,
+                holder.get("command", "?"),
+                holder.get("pid"),
+                holder.get("host"),
+                holder.get("started"),
+                why,
+            )
+            self._break(holder)
+        raise RunLocked(f"{self.uri}: could not take {join(self.folder, LOCK)}; other processes keep taking it")
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        try:
+            holder = self._read()
+            if holder is not None and holder.get("token") == self.record["token"]:
+                self.fs.delete_file(self.path)
+        except OSError as exc:  # a full or read-only disk must not hide the error that ended the run
+            log.warning("could not remove %s: %s", self.path, exc)
+
+    # --- the file --------------------------------------------------------------------------
+
+    def _data(self) -> bytes:
+        return json.dumps(self.record, indent=2, sort_keys=True).encode() + b"\n"
+
+    def _create(self) -> bool:
+        if self.local:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(self._data())
+            return True
+        # object store: no atomic create; write, wait, read back (best effort, see the class)
+        if exists(self.fs, self.path):
+            return False
+        with self.fs.open_output_stream(self.path) as out:
+            out.write(self._data())
+        time.sleep(1.0)
+        holder = self._read()
+        return holder is not None and holder.get("token") == self.record["token"]
+
+    def _read(self) -> dict | None:
+        """The lock's record; None when there is no lock; {} when it cannot be parsed (a process
+        that died between creating and writing it)."""
+        for attempt in range(5):
+            try:
+                with self.fs.open_input_stream(self.path) as f:
+                    return json.loads(f.read())
+            except FileNotFoundError:
+                return None
+            except ValueError:  # being written right now, or never finished
+                time.sleep(0.1 * (attempt + 1))
+        return {}
+
+    def _stale(self, holder: dict) -> str | None:
+        """Why the holder is gone, or None while it may be alive."""
+        if not holder:
+            return "(the lock file is unreadable)"
+        if holder.get("host") == self.record["host"]:
+            pid = holder.get("pid")
+            if not isinstance(pid, int) or pid <= 0 or not _pid_alive(pid):
+                return "is no longer running"
+            return None
+        try:
+            age = time.time() - datetime.fromisoformat(holder["heartbeat"]).timestamp()
+        except (KeyError, TypeError, ValueError):
+            return "(the lock has no readable heartbeat)"
+        return f"has not refreshed its heartbeat for {age:.0f} s" if age > STALE_S else None
+
+    def _break(self, holder: dict) -> None:
+        """Remove a stale lock, unless another process replaced it meanwhile."""
+        if not self.local:  # best effort, as taking it
+            current = self._read()
+            if current is not None and current.get("token") == holder.get("token"):
+                self.fs.delete_file(self.path)
+            return
+        # rename, then check what was moved: only one of several processes taking it over can
+        # move a given file, and a fresh lock moved by mistake is put back (link fails if taken)
+        aside = f"{self.path}.stale-{uuid.uuid4().hex}"
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            with open(aside, "rb") as f:
+                moved = json.loads(f.read() or b"{}")
+        except ValueError:
+            moved = {}
+        if moved.get("token") != holder.get("token"):
+            try:
+                os.link(aside, self.path)
+            except FileExistsError:
+                pass
+        os.unlink(aside)
+
+    def _beat(self) -> None:
+        """Refresh the heartbeat while the lock is ours (a daemon thread)."""
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                holder = self._read()
+                if holder is None or holder.get("token") != self.record["token"]:
+                    log.warning("%s: the run's lock was taken by another process", self.uri)
+                    return
+                self.record["heartbeat"] = _now()
+                write_json_atomic(self.fs, self.path, self.record)
+            except Exception as exc:  # a missed beat is no reason to stop the run
+                log.debug("lock heartbeat failed: %s", exc)
+
+
+def run_lock(command: str, when: Callable[..., bool] | None = None) -> Callable:
+    """Decorate a step whose first argument is the run's URI: it runs holding RUN/.lock (when
+    `when(*args, **kwargs)` says so, if given)."""
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(run_uri: str, *args, **kwargs):
+            rd = RunDir(run_uri)
+            if (when is not None and not when(run_uri, *args, **kwargs)) or not exists(rd.fs, rd.path):
+                return fn(run_uri, *args, **kwargs)  # no run there: the step says so, nothing is created
+            with rd.locked(command):
+                return fn(run_uri, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def inside(uri: str, run_uri: str) -> bool:
+    """Whether uri is the run directory or lies under it."""
+    fs_a, a = resolve(uri)
+    fs_b, b = resolve(run_uri)
+    return type(fs_a) is type(fs_b) and (a.rstrip("/") + "/").startswith(b.rstrip("/") + "/")
 
 
 class Markers:

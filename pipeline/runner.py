@@ -13,12 +13,15 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
+import threading
 import time
+from collections import Counter
 
 import ray
 from ray.data.context import ShuffleStrategy
 
-from slimpipe.errors import ConservationError
+from slimpipe.errors import ConfigError, ConservationError
 from slimpipe.io import inputs as inputs_mod
 from slimpipe.io.fs import exists, join, read_json, write_json_atomic
 from slimpipe.near import banding_of, reference_parts, stage_near_dedup
@@ -31,6 +34,7 @@ from slimpipe.rundir import (
     NEAR_WORK,
     PARTS,
     REJECTED,
+    STATS,
     RunDir,
 )
 from slimpipe.split import stage_split
@@ -50,21 +54,36 @@ log = logging.getLogger("slimpipe")
 def init_ray(ray_cfg: dict) -> bool:
     """Connect to --address/RAY_ADDRESS, or start a local Ray. Returns True if we started it."""
     if ray.is_initialized():
+        _keep_original_errors()
         return False
     address = ray_cfg.get("address") or os.environ.get("RAY_ADDRESS") or "local"
     kwargs = {"address": address, "log_to_driver": True, "include_dashboard": False}
     if address == "local" and ray_cfg.get("num_cpus"):
         kwargs["num_cpus"] = ray_cfg["num_cpus"]
+    # ray.init replaces the SIGTERM handler (its own exits at once, leaving run.json and the lock
+    # as they were); keep one the caller installed, like the CLI's, which stops the run cleanly
+    main = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main else None
     ray.init(**kwargs)
+    if callable(sigterm):
+        signal.signal(signal.SIGTERM, sigterm)
+    _keep_original_errors()
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = bool(ray_cfg.get("progress_bars", True))
     ctx.print_on_execution_start = False
     return True
 
 
+def _keep_original_errors() -> None:
+    """Let an exception raised in a Ray Data function reach the driver as itself (inside
+    RayTaskError.cause) rather than as a UserCodeException that keeps only its text, so that the
+    CLI can tell a full disk or an unreadable input from a bug."""
+    ray.data.DataContext.get_current().raise_original_map_exception = True
+
+
 @ray.remote(num_cpus=0.5)
-def _count_newlines(uri: str, start: int, end: int) -> int:
-    return inputs_mod.count_newlines_in_range(uri, start, end)
+def _count_newlines(uri: str, start: int, end: int, separator: str = "\n") -> int:
+    return inputs_mod.count_newlines_in_range(uri, start, end, separator)
 
 
 def _count_newlines_on_cluster(jobs):
@@ -74,9 +93,15 @@ def _count_newlines_on_cluster(jobs):
 # --- the run --------------------------------------------------------------------------------
 
 
-def run(config: dict) -> dict:
-    """Run (or resume) the pipeline into config.output.path; returns the statistics."""
-    files = inputs_mod.discover(config["input"]["paths"], config["input"])  # errors before Ray
+def run(config: dict, force: bool = False) -> dict:
+    """Run (or resume) the pipeline into config.output.path; returns the statistics. A run that
+    finished before with the same config and input returns its stored statistics, as an
+    AlreadyComplete, without starting Ray. force: run into a non-empty folder that holds no run
+    (RunDir.claim says what it clears there)."""
+    discovered = inputs_mod.discover(config["input"]["paths"], config["input"])  # errors before Ray
+    files = discovered.files
+    if not files:
+        raise ConfigError(f"no input file holds records: {_skipped_text(discovered.skipped)}")
     FilterStage(config["filters"])  # a missing model file, say, is an error before Ray too
     if config["split"]["eval_files"]:
         inputs_mod.discover(config["split"]["eval_files"], config["input"])  # missing files: an error now
@@ -84,44 +109,51 @@ def run(config: dict) -> dict:
         reference_parts(config["dedup"]["near"]["against"], config["dedup"]["near"])  # earlier runs usable?
         banding_of(config["dedup"]["near"])  # bands and rows the settings can give?
     rd = RunDir(config["output"]["path"])
-    resumed = rd.open(config, inputs_mod.input_fingerprint(files))
-    started = init_ray(config["ray"])
-    # Shuffles as plain tasks. Ray Data's default hash shuffle keeps aggregator actors holding
-    # CPUs until the whole dataset ends: three shuffles in a row (near-dedup survivors) then held
-    # more than the 2 CPUs of a small machine and the next map waited forever. Task-based sort
-    # shuffles also measured 3-8x faster on our small shuffles (exact dedup 4.2 s -> 0.5 s).
-    ray.data.DataContext.get_current().shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
-    t0 = time.time()
+    input_fp = inputs_mod.input_fingerprint(files)
+    finished = rd.finished_stats(config, input_fp)  # a finished run: its stored stats, no Ray
+    if finished is not None:
+        log.info("%s is already complete: nothing to do", rd.uri)
+        return finished
+    with rd.locked("run"):  # before anything is written: a second run here is refused at once
+        rd.claim(force)
+        resumed = rd.open(config, input_fp)
+        return _run_stages(rd, discovered, config, resumed)
+
+
+def _skipped_text(skipped: list[inputs_mod.SkippedInput]) -> str:
+    reasons = Counter(s.reason for s in skipped)
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items())) + " passed over"
+
+
+def _run_stages(rd: RunDir, discovered: inputs_mod.Inputs, config: dict, resumed: bool) -> dict:
+    """Run the stages on Ray, holding the run's lock. run.json's status ends `done`, `interrupted`
+    (Ctrl-C, SIGTERM from the CLI) or `failed: ...`; Ray is shut down if we started it."""
+    earlier = _earlier_timings(rd)
+    was_running = ray.is_initialized()
     try:
-        timings = {}
+        init_ray(config["ray"])
+        # Shuffles as plain tasks. Ray Data's default hash shuffle keeps aggregator actors holding
+        # CPUs until the whole dataset ends: three shuffles in a row (near-dedup survivors) then held
+        # more than the 2 CPUs of a small machine and the next map waited forever. Task-based sort
+        # shuffles also measured 3-8x faster on our small shuffles (exact dedup 4.2 s -> 0.5 s).
+        ray.data.DataContext.get_current().shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+        timings: dict[str, float] = {}
+        chunks = _plan(rd, discovered.files, config)
+        _timed(rd, "read_clean_filter", timings, earlier, _stage_filter, rd, chunks, config)
+        _timed(rd, "exact_dedup", timings, earlier, _stage_dedup, rd, config)
+        _timed(rd, "unique_ids", timings, earlier, _stage_unique_ids, rd, config)
+        _timed(rd, "near_dedup", timings, earlier, lambda: stage_near_dedup(rd, chunks, config, _cpus()))
+        _timed(rd, "split", timings, earlier, stage_split, rd, chunks, config)
+        _timed(rd, "write", timings, earlier, _stage_write, rd, chunks, config)
         t = time.time()
-        chunks = _plan(rd, files, config)
-        _stage_filter(rd, chunks, config)
-        timings["read_clean_filter"] = time.time() - t
-        t = time.time()
-        _stage_dedup(rd, config)
-        timings["exact_dedup"] = time.time() - t
-        t = time.time()
-        _stage_unique_ids(rd, config)
-        timings["unique_ids"] = time.time() - t
-        t = time.time()
-        stage_near_dedup(rd, chunks, config, _cpus())
-        timings["near_dedup"] = time.time() - t
-        t = time.time()
-        stage_split(rd, chunks, config)
-        timings["split"] = time.time() - t
-        t = time.time()
-        _stage_write(rd, chunks, config)
-        timings["write"] = time.time() - t
-        t = time.time()
-        stats = collect_stats(rd, chunks)
+        stats = collect_stats(rd, chunks, discovered)
         stats["resumed"] = resumed
-        stats["timings_s"] = {**timings, "stats": time.time() - t, "total": time.time() - t0}
+        timings["stats"] = time.time() - t
+        stats["timings_s"] = {**timings, "total": sum(timings.values())}
         write_reports(rd, stats)
         c = stats["conservation"]
         if not c["holds"]:
-            rd.state["status"] = "failed: conservation"
-            rd.save()
+            _set_status(rd, "failed: conservation")
             raise ConservationError(
                 f"input records {c['input_records']} != kept {c['kept']} + rejected "
                 f"{c['rejected']} + duplicates {c['duplicates']}"
@@ -129,9 +161,50 @@ def run(config: dict) -> dict:
         rd.state["status"] = "done"
         rd.save()
         return stats
+    except KeyboardInterrupt:
+        _set_status(rd, "interrupted")
+        raise
+    except ConservationError:
+        raise
+    except Exception as exc:
+        _set_status(rd, f"failed: {type(exc).__name__}")
+        raise
     finally:
-        if started:
+        if not was_running and ray.is_initialized():
             ray.shutdown()
+
+
+def _set_status(rd: RunDir, status: str) -> None:
+    """Record how the run ended; a disk that refuses must not hide the error that ended it."""
+    rd.state["status"] = status
+    try:
+        rd.save()
+    except Exception as exc:
+        log.warning("could not record status %r in run.json: %s", status, exc)
+
+
+def _earlier_timings(rd: RunDir) -> dict:
+    """timings_s of an earlier finished attempt (stats.json), for stages not redone now."""
+    try:
+        return read_json(rd.fs, join(rd.path, STATS)).get("timings_s", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def _timed(rd: RunDir, name: str, timings: dict, earlier: dict, fn, *args) -> None:
+    """Run a stage and record its seconds in run.json. A stage done in an earlier attempt is
+    skipped by its function; it keeps the seconds that attempt took rather than ~0. A stage
+    redone in part counts the time of this attempt."""
+    before = rd.state["stages"].get(name, {})
+    kept = before.get("seconds", earlier.get(name)) if before.get("status") == "done" else None
+    t = time.time()
+    fn(*args)
+    if kept is not None:
+        timings[name] = kept
+    else:
+        timings[name] = time.time() - t
+    if rd.state["stages"].get(name, {}).get("seconds") != timings[name]:
+        rd.set_stage(name, seconds=timings[name])
 
 
 def _plan(rd: RunDir, files, config) -> list:

@@ -11,7 +11,16 @@ import ray
 from slimpipe.config import later_config
 from slimpipe.errors import RunConflict
 from slimpipe.io.fs import join, read_json, write_bytes_atomic, write_json_atomic
-from slimpipe.rundir import STATS, TOKENIZER_INFO, TOKENIZER_MODEL, TOKENS, TOKENS_DONE, RunDir
+from slimpipe.rundir import (
+    STATS,
+    TOKENIZER_INFO,
+    TOKENIZER_MODEL,
+    TOKENS,
+    TOKENS_DONE,
+    AlreadyComplete,
+    RunDir,
+    run_lock,
+)
 from slimpipe.stages.tokenize import (
     TokenizerError,
     load_model,
@@ -34,6 +43,7 @@ TOKENIZE_SHAPING = ("model_sha256", "bos", "eos", "unit_bytes")
 # --- train-tokenizer --------------------------------------------------------------------------
 
 
+@run_lock("train-tokenizer")
 def train_tokenizer(run_uri: str, overrides: list[str] | None = None) -> dict:
     """Train a SentencePiece model on a sample of the run's train documents and store it in
     RUN/tokenizer/ with its checksum. Returns what tokenizer.json records."""
@@ -66,6 +76,7 @@ def train_tokenizer(run_uri: str, overrides: list[str] | None = None) -> dict:
 # --- tokenize ---------------------------------------------------------------------------------
 
 
+@run_lock("tokenize")
 def tokenize(
     run_uri: str, model_path: str | None = None, overrides: list[str] | None = None, address: str | None = None
 ) -> dict:
@@ -95,6 +106,7 @@ def tokenize(
         "unit_bytes": cfg["unit_bytes"],
     }
     _check_same_tokens(rd, state.get("stages", {}).get("tokenize"), settings)
+    was_done = state.get("stages", {}).get("tokenize", {}).get("status") == "done"
     rd.set_stage("tokenize", status="running", **settings)
 
     units = plan_units(rd.document_uris(), cfg["unit_bytes"])
@@ -116,7 +128,7 @@ def tokenize(
     stats["tokens"] = token_stats
     write_reports(rd, stats)
     rd.set_stage("tokenize", status="done", units=len(units))
-    return token_stats
+    return AlreadyComplete(token_stats) if was_done and not todo else token_stats
 
 
 def _check_same_tokens(rd: RunDir, previous: dict | None, settings: dict) -> None:
