@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -109,7 +109,21 @@ def _group(rd, paths: list[str], kind: str, files_per_task: int = 64) -> list[di
     return _plain_names(total, keys[0]).to_pylist()
 
 
-def collect_stats(rd, chunks) -> dict:
+SKIPPED_LISTED = 100  # paths passed over that stats.json names one by one; the rest are counted
+
+
+def input_summary(discovered) -> dict:
+    """The input files found, and the paths passed over (empty, special, unreadable...) by reason."""
+    skipped = discovered.skipped
+    return {
+        "files": len(discovered.files),
+        "bytes": sum(max(f.size, 0) for f in discovered.files),
+        "skipped": dict(sorted(Counter(s.reason for s in skipped).items())),
+        "skipped_files": [{"file": s.uri, "reason": s.reason, "detail": s.detail} for s in skipped[:SKIPPED_LISTED]],
+    }
+
+
+def collect_stats(rd, chunks, discovered) -> dict:
     records = rd.chunk_records()
     input_records = sum(records.get(c.key, 0) for c in chunks)
     kept = _group(rd, sorted(rd.kept_parts()), "kept")
@@ -162,6 +176,7 @@ def collect_stats(rd, chunks) -> dict:
         "holds": input_records == manifest["rows"] + n_rejected + n_dups,
     }
     return {
+        "inputs": input_summary(discovered),
         "conservation": conservation,
         "totals": totals,
         "sources": sources,
@@ -354,6 +369,11 @@ def summary_text(stats: dict) -> str:
                 f"  {name[:19]:<20}{s['documents']:>10} docs{s['tokens']:>14} tokens"
                 f"{s['tokens_per_byte']:>8.3f} per byte{s['empty']:>6} empty"
             )
+    inputs = stats.get("inputs", {})  # absent in runs made before it was recorded
+    if inputs.get("skipped"):
+        lines.append("")
+        reasons = ", ".join(f"{n} {reason}" for reason, n in inputs["skipped"].items())
+        lines.append(f"inputs: {inputs['files']} files read; passed over: {reasons} (stats.json: inputs.skipped_files)")
     c = stats["conservation"]
     verdict = "holds" if c["holds"] else "VIOLATED"
     lines.append("")

@@ -71,10 +71,14 @@ def outputs(ray_session, c4_docs, tmp_path_factory):
     out = {}
     for name, (preset, inputs, sets) in runs.items():
         config = resolve(
-            preset, None, ["ray.progress_bars=false", "input.split_bytes=65536", *sets], [str(inputs)], str(tmp / name)
+            preset,
+            None,
+            ["ray.progress_bars=false", "input.split_bytes=65536", *sets],
+            [str(inputs)],
+            str(tmp / "runs" / name),
         )
         run(config)
-        out[name] = digest(tmp / name, [str(inputs.resolve()), str(inputs)])
+        out[name] = digest(tmp / "runs" / name, [str(inputs.resolve()), str(inputs)])
     return out
 
 

@@ -53,7 +53,9 @@ def add_bad_inputs(root: Path) -> dict:
 
 
 def config_for(inputs, output, **sets):
-    overrides = ["input.split_bytes=65536", "output.shard_bytes=300000"] + [f"{k}={v}" for k, v in sets.items()]
+    # the dangling link among the bad inputs becomes a row, not the end of the run
+    overrides = ["input.split_bytes=65536", "output.shard_bytes=300000", "input.on_io_error=reject"]
+    overrides += [f"{k}={v}" for k, v in sets.items()]
     return resolve("slimpajama", None, overrides, [str(p) for p in inputs], str(output))
 
 
@@ -92,6 +94,9 @@ def test_conservation_and_counts(corpus, first_run):
     for reason, n in planted["bad"].items():
         assert reasons[("read", reason)] == n
     assert reasons[("filter", "length.too_short")] >= planted["short"]
+    # a file with no bytes holds no record: passed over by name, not a row
+    assert stats["inputs"]["skipped"] == {"empty_file": 1}
+    assert stats["inputs"]["skipped_files"][0]["file"].endswith("bad/empty.jsonl")
 
 
 def test_outputs_are_as_documented(first_run):

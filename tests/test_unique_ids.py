@@ -35,7 +35,7 @@ def test_renames_keep_the_first_in_input_order_whatever_the_row_order():
 
 
 def _text(i: int) -> str:
-    return f"Document number {i} is about the harbour town and its {i} boats. " * 8
+    return " ".join([f"Document number {i} is about the harbour town and its {i} boats."] * 8)
 
 
 def test_documents_ids_are_unique_and_input_ids_kept(tmp_path, ray_session):
