@@ -14,6 +14,7 @@ import argparse
 import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -53,8 +54,9 @@ def outcome(run_dir: Path, planted: int | None, res) -> dict:
     if (run_dir / "stats.json").exists():
         stats = json.loads((run_dir / "stats.json").read_text())
     c = stats.get("conservation", {})
-    noise = (" slimpipe ", "\tINFO ", "\tWARNING ", "(raylet)", "Running ")
-    err_lines = [ln for ln in err.splitlines() if ln.strip() and not any(n in ln for n in noise)]
+    # log lines (timestamped) and Ray's progress are not what the run says of itself
+    noise = re.compile(r"^(\d{4}-\d\d-\d\d[ T]|\(raylet\)|Running )")
+    err_lines = [ln for ln in err.splitlines() if ln.strip() and not noise.match(ln)]
     return {
         "exit": code,
         "seconds": round(secs, 1),
@@ -224,6 +226,7 @@ def run_not_a_run(tmp: Path) -> dict:
 
 
 def run_interrupt(tmp: Path) -> dict:
+    noise = re.compile(r"^(\d{4}-\d\d-\d\d[ T]|\(raylet\)|Running )")
     d = tmp / "interrupt"
     (d / "in").mkdir(parents=True)
     for k in range(20):
@@ -241,6 +244,7 @@ def run_interrupt(tmp: Path) -> dict:
     out["interrupt"] = {
         "exit": p.returncode,
         "stderr_lines": len(err.strip().splitlines()),
+        "stderr_lines_not_logs": len([ln for ln in err.splitlines() if ln.strip() and not noise.match(ln)]),
         "traceback": "Traceback" in err,
         "run_json_status": status,
     }

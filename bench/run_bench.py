@@ -35,7 +35,8 @@ from baseline import run as baseline_run  # noqa: E402
 from make_corpus import build  # noqa: E402
 
 from slimpipe.config import load_preset  # noqa: E402
-from slimpipe.io.inputs import discover, plan_chunks  # noqa: E402
+from slimpipe.io.discover import discover  # noqa: E402
+from slimpipe.io.inputs import plan_chunks  # noqa: E402
 from slimpipe.rundir import RunDir  # noqa: E402
 from slimpipe.stages.clean import Cleaner  # noqa: E402
 from slimpipe.stages.exact_dedup import INDEX_COLUMNS, find_duplicates  # noqa: E402

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from slimpipe.config import load_preset
-from slimpipe.io.inputs import count_newlines_in_range, discover, plan_chunks
+from slimpipe.io.discover import discover
+from slimpipe.io.inputs import count_newlines_in_range, plan_chunks
 from slimpipe.stages.filters.quality import fit
 from slimpipe.stages.read import read_chunk
 

@@ -23,6 +23,7 @@ from ray.data.context import ShuffleStrategy
 
 from slimpipe.errors import ConfigError, ConservationError
 from slimpipe.io import inputs as inputs_mod
+from slimpipe.io.discover import discover
 from slimpipe.io.fs import exists, join, read_json, write_json_atomic
 from slimpipe.near import banding_of, reference_parts, stage_near_dedup
 from slimpipe.rundir import (
@@ -98,13 +99,13 @@ def run(config: dict, force: bool = False) -> dict:
     finished before with the same config and input returns its stored statistics, as an
     AlreadyComplete, without starting Ray. force: run into a non-empty folder that holds no run
     (RunDir.claim says what it clears there)."""
-    discovered = inputs_mod.discover(config["input"]["paths"], config["input"])  # errors before Ray
+    discovered = discover(config["input"]["paths"], config["input"])  # errors before Ray
     files = discovered.files
     if not files:
         raise ConfigError(f"no input file holds records: {_skipped_text(discovered.skipped)}")
     FilterStage(config["filters"])  # a missing model file, say, is an error before Ray too
     if config["split"]["eval_files"]:
-        inputs_mod.discover(config["split"]["eval_files"], config["input"])  # missing files: an error now
+        discover(config["split"]["eval_files"], config["input"])  # missing files: an error now
     if config["dedup"]["near"]["enabled"]:
         reference_parts(config["dedup"]["near"]["against"], config["dedup"]["near"])  # earlier runs usable?
         banding_of(config["dedup"]["near"])  # bands and rows the settings can give?

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import uuid
 
-from slimpipe.io.inputs import InputFile, discover
+from slimpipe.io.discover import discover
+from slimpipe.io.inputs import InputFile
 from slimpipe.rundir import EXACT_DUPSETS, NEAR_DUPSETS, RunDir
 from slimpipe.stages.decontaminate import step
 

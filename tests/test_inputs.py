@@ -1,4 +1,4 @@
-"""Input discovery (slimpipe.io.inputs): each real file followed once, paths that hold nothing to
+"""Input discovery (slimpipe.io.discover): each real file followed once, paths that hold nothing to
 read passed over with a reason, unreadable inputs an error or a skip as on_io_error says, the probe
 that tells a resumed run an input changed, and the layout sniffed from a file's head."""
 
@@ -13,10 +13,11 @@ import pytest
 import zstandard
 from conftest import write_jsonl
 
+import slimpipe.io.discover as discovery
 from slimpipe.config import load_preset
 from slimpipe.errors import ConfigError
-from slimpipe.io import inputs
-from slimpipe.io.inputs import InputError, discover, input_fingerprint, plan_chunks, sniff_layout
+from slimpipe.io.discover import InputError, discover, sniff_layout
+from slimpipe.io.inputs import count_newlines_in_range, input_fingerprint, plan_chunks
 
 CFG = load_preset("slimpajama")["input"]
 REJECT = {**CFG, "on_io_error": "reject"}
@@ -90,7 +91,7 @@ def _refuse(monkeypatch, name, path, how):
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
         return real(p, *args, **kwargs)
 
-    monkeypatch.setattr(inputs.os, name, refusing)
+    monkeypatch.setattr(discovery.os, name, refusing)
 
 
 @pytest.mark.parametrize("how", ["mode bits", "refused"])
@@ -220,7 +221,7 @@ def test_same_size_edit_changes_the_fingerprint(tmp_path):
 
 def test_probe_reads_both_ends_of_a_large_file(tmp_path):
     path = write_jsonl(tmp_path / "a.jsonl", docs(20000))
-    assert path.stat().st_size > 4 * inputs.PROBE_BYTES
+    assert path.stat().st_size > 4 * discovery.PROBE_BYTES
     before = discover([str(path)], CFG).files[0]
     stat = path.stat()
     data = bytearray(path.read_bytes())
@@ -282,7 +283,7 @@ def test_json_files_are_not_split_and_cr_files_count_carriage_returns(tmp_path):
 
     def count(batch):
         jobs.extend(batch)
-        return [inputs.count_newlines_in_range(*job) for job in batch]
+        return [count_newlines_in_range(*job) for job in batch]
 
     chunks = plan_chunks(files, 8192, count)
     assert [c for c in chunks if c.file.rel == "big.json"][0].end == -1
@@ -353,7 +354,7 @@ class Store:
 def store(monkeypatch):
     def use(**kwargs):
         s = Store({"bucket/data/x.jsonl": b'{"text": "a"}\n', "bucket/data/e.jsonl": b""}, **kwargs)
-        monkeypatch.setattr(inputs, "resolve", lambda uri: (s, uri.split("://", 1)[1]))
+        monkeypatch.setattr(discovery, "resolve", lambda uri: (s, uri.split("://", 1)[1]))
         return s
 
     return use

@@ -8,7 +8,8 @@ from conftest import write_jsonl
 
 from slimpipe.config import load_preset
 from slimpipe.errors import ConfigError
-from slimpipe.io.inputs import Chunk, InputFile, byte_ranges, count_newlines_in_range, discover, plan_chunks
+from slimpipe.io.discover import discover
+from slimpipe.io.inputs import Chunk, InputFile, byte_ranges, count_newlines_in_range, plan_chunks
 from slimpipe.stages.read import read_chunk
 
 READ_CFG = load_preset("slimpajama")["input"]

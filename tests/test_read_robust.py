@@ -14,11 +14,12 @@ import pytest
 import zstandard
 from conftest import write_jsonl
 
-import slimpipe.stages.read as read_mod
 from slimpipe.config import load_preset
 from slimpipe.errors import InputChanged, InputUnreadable
-from slimpipe.io.inputs import Chunk, InputFile, byte_ranges, count_newlines_in_range, discover, plan_chunks
-from slimpipe.stages.read import read_chunk
+from slimpipe.io import retry
+from slimpipe.io.discover import discover
+from slimpipe.io.inputs import Chunk, InputFile, byte_ranges, count_newlines_in_range, plan_chunks
+from slimpipe.stages.read import jsonl, read_chunk
 
 READ_CFG = {**load_preset("slimpajama")["input"], "io_retry_backoff_s": 0.01}
 GOOD = "word " * 60
@@ -278,8 +279,8 @@ class FlakyFS:
 @pytest.fixture
 def flaky(monkeypatch):
     state = {"reads": 0, "fail": lambda n: n == 2, "failed": 0, "failed_at": None, "opens": 0, "open_fails": False}
-    monkeypatch.setattr(read_mod, "resolve", lambda uri: (FlakyFS(state), os.path.abspath(uri)))
-    monkeypatch.setattr(read_mod, "READ_BLOCK", 4096)  # many reads per file: the failure is mid-file
+    monkeypatch.setattr(retry, "resolve", lambda uri: (FlakyFS(state), os.path.abspath(uri)))
+    monkeypatch.setattr(jsonl, "READ_BLOCK", 4096)  # many reads per file: the failure is mid-file
     return state
 
 

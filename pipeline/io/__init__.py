@@ -1,2 +1,3 @@
 """The Ray-free layer below pipeline/ and stages/: filesystems and atomic writes (`fs`), input
-discovery and chunk planning (`inputs`)."""
+formats and chunk planning (`inputs`), input discovery and probing (`discover`), retried reads of
+input files checked against the plan (`retry`), and part file names (`parts`)."""
