@@ -1,14 +1,16 @@
 """Unique ids: input ids are kept as given, but they may repeat (the same id in two files, `1`
 and `"1"`), and ids name documents downstream. A narrow index of the kept rows (id, file, line,
-chunk) is hash-partitioned on the id by a Ray shuffle so that all rows with one id meet in one
-partition; there the first in input order (file, then line) keeps the id and each later one
-becomes ID#N (N: its place among the rows with that id, from 2). A shuffle on the chunk then
-writes each chunk's renames to RENAMES_URI/CHUNK.parquet (line, id, input_id) for the documents
-writer. The texts never move."""
+chunk) is hash-partitioned by a Ray shuffle on each id's family, the id without trailing `#N`
+parts, so that all rows with one id, and every id a new one could collide with, meet in one
+partition. There the first row of an id in input order (file, then line) keeps it, and each later
+one becomes ID#N: N its place among the rows with that id (from 2), raised past any id the input
+itself holds. A shuffle on the chunk then writes each chunk's renames to
+RENAMES_URI/CHUNK.parquet (line, id, input_id) for the documents writer. The texts never move."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -18,13 +20,20 @@ from slimpipe.io.fs import join, resolve, write_parquet_atomic
 
 INDEX_COLUMNS = ["id", "file", "line", "chunk"]
 RENAMES = pa.schema([("line", pa.int64()), ("id", pa.string()), ("input_id", pa.string())])
+_SUFFIXES = re.compile(r"(#\d+)+$")
+
+
+def family(rid: str) -> str:
+    """The id without trailing #N parts: ID, ID#2 and ID#2#3 are one family."""
+    return _SUFFIXES.sub("", rid)
 
 
 def _index_partition(table: pa.Table, partitions: int) -> pa.Table:
     table = table.select(INDEX_COLUMNS)
     # a hash that is the same in every process (Python's own hash() of a str is salted per process)
     hashes = [
-        int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest(), "little") for i in table["id"].to_pylist()
+        int.from_bytes(hashlib.blake2b(family(i).encode(), digest_size=8).digest(), "little")
+        for i in table["id"].to_pylist()
     ]
     partition = (np.array(hashes, dtype=np.uint64) % np.uint64(partitions)).astype(np.int64)
     return table.append_column("partition", pa.array(partition, pa.int64()))
@@ -32,7 +41,9 @@ def _index_partition(table: pa.Table, partitions: int) -> pa.Table:
 
 def renames_of(index: pa.Table) -> pa.Table:
     """For rows of the index whose id repeats: (chunk, line, id, input_id), the new id for every
-    row but the first of its id in (file, line) order. Deterministic whatever the row order given."""
+    row but the first of its id in (file, line) order. The index holds whole families (see the
+    module's doc), so a new id never equals one the input holds. Deterministic whatever the row
+    order given."""
     index = index.take(pc.sort_indices(index, [("id", "ascending"), ("file", "ascending"), ("line", "ascending")]))
     ids = index["id"].combine_chunks()
     n = len(ids)
@@ -43,11 +54,18 @@ def renames_of(index: pa.Table) -> pa.Table:
     place = np.arange(n) - starts + 1  # 1-based place of each row among the rows with its id
     repeats = np.flatnonzero(same)
     rows = index.take(repeats)
+    taken = set(pc.unique(ids).to_pylist()) if len(repeats) else set()
+    new_ids = []
+    for rid, p in zip(rows["id"].to_pylist(), place[repeats].tolist()):
+        while f"{rid}#{p}" in taken:
+            p += 1
+        taken.add(f"{rid}#{p}")
+        new_ids.append(f"{rid}#{p}")
     return pa.table(
         {
             "chunk": rows["chunk"],
             "line": rows["line"],
-            "id": pa.array([f"{i}#{p}" for i, p in zip(rows["id"].to_pylist(), place[repeats].tolist())], pa.string()),
+            "id": pa.array(new_ids, pa.string()),
             "input_id": rows["id"],
         }
     )

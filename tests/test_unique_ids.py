@@ -11,7 +11,7 @@ from conftest import write_jsonl
 
 from slimpipe.config import resolve
 from slimpipe.runner import run
-from slimpipe.stages.unique_ids import renames_of
+from slimpipe.stages.unique_ids import _index_partition, renames_of
 
 
 def test_renames_keep_the_first_in_input_order_whatever_the_row_order():
@@ -67,3 +67,18 @@ def test_documents_ids_are_unique_and_input_ids_kept(tmp_path, ray_session):
     by_text = {d["text"]: d["id"] for d in docs}
     assert by_text[_text(0)] == "dup" and by_text[_text(2)] == "1"
     assert json.loads(json.dumps(stats))["conservation"]["holds"]
+
+
+def test_new_ids_never_take_an_id_the_input_holds():
+    # the input holds x, x again, x#2 and x#2 again: the second x cannot become x#2
+    rows = [("x", "/a", 1), ("x", "/a", 2), ("x#2", "/a", 3), ("x#2", "/a", 4), ("x#3", "/b", 1)]
+    index = pa.table(dict(zip(["id", "file", "line"], map(list, zip(*rows))))).append_column(
+        "chunk", pa.array(["c"] * 5)
+    )
+    renamed = {(r["line"]): r["id"] for r in renames_of(index).to_pylist()}
+    assert renamed == {2: "x#4", 4: "x#2#2"}
+    final = [renamed.get(line, rid) for rid, _, line in rows]
+    assert len(set(final)) == len(final)
+    # and the family of every id, whatever its suffixes, lands in one partition
+    parts = _index_partition(index, 7)["partition"].to_pylist()
+    assert len(set(parts)) == 1
