@@ -406,6 +406,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _lock_record(data: bytes) -> dict:
+    """A lock file's record; {} for one that is empty, half written or not a record at all."""
+    try:
+        record = json.loads(data)
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 class RunLock:
     """RUN/.lock: {"pid", "host", "started", "command", "heartbeat", "token"} of the process that
     writes into the run. On a local disk it is created with O_CREAT|O_EXCL, which is atomic, so
@@ -505,11 +514,12 @@ class RunLock:
         for attempt in range(5):
             try:
                 with self.fs.open_input_stream(self.path) as f:
-                    return json.loads(f.read())
+                    data = f.read()
             except FileNotFoundError:
                 return None
-            except ValueError:  # being written right now, or never finished
-                time.sleep(0.1 * (attempt + 1))
+            if record := _lock_record(data):
+                return record
+            time.sleep(0.1 * (attempt + 1))  # being written right now, or never finished
         return {}
 
     def _stale(self, holder: dict) -> str | None:
@@ -518,7 +528,9 @@ class RunLock:
             return "(the lock file is unreadable)"
         if holder.get("host") == self.record["host"]:
             pid = holder.get("pid")
-            if not isinstance(pid, int) or pid <= 0 or not _pid_alive(pid):
+            # our own pid is a process that died before us (a restarted container keeps its
+            # host name and may get the same small pid)
+            if not isinstance(pid, int) or pid <= 0 or pid == os.getpid() or not _pid_alive(pid):
                 return "is no longer running"
             return None
         try:
@@ -541,11 +553,8 @@ class RunLock:
             os.rename(self.path, aside)
         except FileNotFoundError:
             return
-        try:
-            with open(aside, "rb") as f:
-                moved = json.loads(f.read() or b"{}")
-        except ValueError:
-            moved = {}
+        with open(aside, "rb") as f:
+            moved = _lock_record(f.read())
         if moved.get("token") != holder.get("token"):
             try:
                 os.link(aside, self.path)

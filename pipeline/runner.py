@@ -99,7 +99,8 @@ def run(config: dict, force: bool = False) -> dict:
     finished before with the same config and input returns its stored statistics, as an
     AlreadyComplete, without starting Ray. force: run into a non-empty folder that holds no run
     (RunDir.claim says what it clears there)."""
-    discovered = discover(config["input"]["paths"], config["input"])  # errors before Ray
+    # errors before Ray; a run directory inside an input folder is not read as input
+    discovered = discover(config["input"]["paths"], config["input"], output=config["output"]["path"])
     files = discovered.files
     if not files:
         raise ConfigError(f"no input file holds records: {_skipped_text(discovered.skipped)}")

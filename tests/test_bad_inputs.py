@@ -64,3 +64,14 @@ def test_every_bad_input_in_one_run(tmp_path, ray_session):
     assert len(kept_huge) == 1 and json.loads(kept_huge[0]["meta"])["n"] == "7" * 5000
     assert sorted(d["line"] for d in docs if d["file"].endswith("array.json")) == [1, 2, 3, 4, 5]
     assert sorted(d["line"] for d in docs if d["file"].endswith("mac.jsonl")) == [1, 2, 3, 4]
+
+
+def test_a_run_directory_inside_the_input_folder_is_not_input(tmp_path, ray_session):
+    root = tmp_path / "in"
+    (root / "web").mkdir(parents=True)
+    (root / "web" / "a.jsonl").write_bytes(_lines([_record(i) for i in range(4)]))
+    config = resolve("slimpajama", None, ["dedup.near.enabled=false"], [str(root)], str(root / "out"))
+    first = run(config)
+    again = run(config)  # its own parquet outputs are not new input: the same run, complete
+    assert first["conservation"]["input_records"] == again["conservation"]["input_records"] == 4
+    assert type(again).__name__ == "AlreadyComplete"

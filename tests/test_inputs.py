@@ -15,9 +15,9 @@ from conftest import write_jsonl
 
 import slimpipe.io.discover as discovery
 from slimpipe.config import load_preset
-from slimpipe.errors import ConfigError
+from slimpipe.errors import InputUnreadable
 from slimpipe.io.discover import InputError, discover, sniff_layout
-from slimpipe.io.inputs import count_newlines_in_range, input_fingerprint, plan_chunks
+from slimpipe.io.inputs import PROBE_BYTES, count_newlines_in_range, input_fingerprint, plan_chunks
 
 CFG = load_preset("slimpajama")["input"]
 REJECT = {**CFG, "on_io_error": "reject"}
@@ -105,7 +105,7 @@ def test_unreadable_folder_is_an_error_or_a_skip(tmp_path, monkeypatch, how):
         with pytest.raises(InputError, match="cannot read input folder") as err:
             discover([str(root)], CFG)
         assert str(locked) in str(err.value) and "\n" not in str(err.value)
-        assert isinstance(err.value, ConfigError)  # reported like any input error, before Ray
+        assert isinstance(err.value, InputUnreadable)  # an unreadable input (exit 5), said before Ray
         found = discover([str(root)], REJECT)
         assert rels(found) == ["ok.jsonl"]
         assert [(s.uri, s.reason) for s in found.skipped] == [(str(locked), "unreadable_folder")]
@@ -221,7 +221,7 @@ def test_same_size_edit_changes_the_fingerprint(tmp_path):
 
 def test_probe_reads_both_ends_of_a_large_file(tmp_path):
     path = write_jsonl(tmp_path / "a.jsonl", docs(20000))
-    assert path.stat().st_size > 4 * discovery.PROBE_BYTES
+    assert path.stat().st_size > 4 * PROBE_BYTES
     before = discover([str(path)], CFG).files[0]
     stat = path.stat()
     data = bytearray(path.read_bytes())
@@ -252,6 +252,10 @@ PRETTY = [{"text": "one", "n": 1}, {"text": "two", "n": 2}]
         ("array.json.gz", gzip.compress(json.dumps(PRETTY, indent=2).encode()), "json", "\n"),
         ("cr.jsonl.zst", zstandard.ZstdCompressor().compress(b'{"text": "a"}\r{"text": "b"}\r'), "lines", "\r"),
         ("one-line-array.json", json.dumps(PRETTY).encode() + b"\n", "json", "\n"),
+        # a JSON Lines file whose first record is an array, or holds a raw \r, stays lines split on \n
+        ("array-first.jsonl", b'[1, 2]\n{"text": "a"}\n{"text": "b"}\n', "lines", "\n"),
+        ("cr-inside.jsonl", b'{"text":\r "a"}\n{"text": "b"}\n', "lines", "\n"),
+        ("open-array.jsonl", b'[{"text": "a"},\n{"text": "b"}]\n', "json", "\n"),
     ],
 )
 def test_layout_and_separator_are_sniffed(tmp_path, name, data, layout, separator):

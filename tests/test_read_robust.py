@@ -404,6 +404,19 @@ def test_file_touched_after_planning(tmp_path, c4_docs):
         rows_of(chunks)
 
 
+def test_file_replaced_keeping_size_and_mtime(tmp_path, c4_docs):
+    # `cp -p` or `rsync -t` of another file of the same size: only its bytes tell
+    path = write_jsonl(tmp_path / "r.jsonl", c4_docs[:10])
+    chunks = plan([path])
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[20:25] = b"XXXXX" if data[20:25] != b"XXXXX" else b"YYYYY"
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(InputChanged, match="r.jsonl.*differ"):
+        rows_of(chunks)
+
+
 def test_file_removed_after_planning(tmp_path, c4_docs):
     path = write_jsonl(tmp_path / "gone.jsonl", c4_docs[:10])
     chunks = plan([path])

@@ -22,6 +22,7 @@ from conftest import write_jsonl
 from slimpipe import cli
 from slimpipe.config import resolve
 from slimpipe.errors import InputChanged, InputUnreadable, RunLocked
+from slimpipe.io.discover import InputError
 from slimpipe.rundir import LOCK, AlreadyComplete, RunDir
 from slimpipe.runner import run
 
@@ -180,6 +181,15 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_refused(tmp_path, caplog, mon
     with pytest.raises(RunLocked, match="pid 1 on elsewhere"):
         with RunDir(str(tmp_path / "d")).locked("run"):
             pass
+    # our own pid on this host is a run that died before us (a restarted container)
+    _write_lock(tmp_path / "f", pid=os.getpid(), host=host)
+    with RunDir(str(tmp_path / "f")).locked("run"):
+        pass
+    # a lock file that is JSON but no record is unreadable: taken over, not a crash
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / LOCK).write_text('["not", "a", "lock"]')
+    with RunDir(str(tmp_path / "g")).locked("run"):
+        pass
     # the holder refreshes its heartbeat
     monkeypatch.setattr(rundir, "HEARTBEAT_S", 0.05)
     with RunDir(str(tmp_path / "e")).locked("tokenize") as lock:
@@ -313,7 +323,11 @@ def test_failures_map_to_exit_codes(tmp_path, capsys, monkeypatch):
             wrapped(OSError(errno.ENOSPC, "No space left on device")),
             ray_data_text,
         ],
-        5: [wrapped(InputUnreadable("a.jsonl: unreadable after 3 tries")), changed],
+        5: [
+            wrapped(InputUnreadable("a.jsonl: unreadable after 3 tries")),
+            changed,
+            InputError("cannot read input file /in/b.jsonl: FileNotFoundError: dangling link"),  # at discovery
+        ],
         130: [KeyboardInterrupt()],
     }
     for code, excs in cases.items():

@@ -8,39 +8,48 @@ from __future__ import annotations
 
 import codecs
 import fnmatch
-import hashlib
 import io
 import os
 import stat
 import zlib
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
+import orjson
 import pyarrow.fs as pafs
 import zstandard
 
 from slimpipe.errors import ConfigError, InputUnreadable
 from slimpipe.io.fs import resolve
-from slimpipe.io.inputs import FORMATS, InputFile, Inputs, SkippedInput, file_format
+from slimpipe.io.inputs import (
+    COMPRESSIONS,
+    FORMATS,
+    PROBE_BYTES,
+    InputFile,
+    Inputs,
+    SkippedInput,
+    file_ends,
+    file_format,
+    probe_hash,
+)
 from slimpipe.io.retry import retrying
 
-PROBE_BYTES = 64 << 10  # the block at each end of a file its probe hashes; also the head sniffed
 _LOCAL = pafs.LocalFileSystem()
 
 
-class InputError(ConfigError):
+class InputError(InputUnreadable):
     """An input folder or file that cannot be read while input.on_io_error is fail: one line that
-    names it, before any cluster starts."""
+    names it, before any cluster starts (the CLI's exit status for an unreadable input, 5)."""
 
 
-def discover(paths: list[str], input_cfg: dict) -> Inputs:
+def discover(paths: list[str], input_cfg: dict, output: str | None = None) -> Inputs:
     """Expand files, folders (recursively, following links) and globs, and probe every file found.
     A path that matches nothing, or (with on_io_error fail) one that cannot be read, is an error
-    raised here, before any cluster starts."""
+    raised here, before any cluster starts. A local `output` folder (the run directory) found among
+    the inputs is not walked: a run never reads its own outputs."""
     if not paths:
         raise ConfigError("no input: give --input PATH or input.paths in the config")
-    walk = _Walk(input_cfg)
+    walk = _Walk(input_cfg, os.path.realpath(output) if output and "://" not in output else None)
     bases = [walk.expand(arg) for arg in paths]
     found = _unique(_rebase(walk.found, bases), walk.skipped)
     files = _probe_all(found, input_cfg, walk.skipped)
@@ -75,8 +84,9 @@ class _Found:
 class _Walk:
     """The walks of all input arguments: the files they find and the paths they pass over."""
 
-    def __init__(self, input_cfg: dict):
+    def __init__(self, input_cfg: dict, output: str | None = None):
         self.cfg = input_cfg
+        self.output = output  # the real path of a folder not to walk
         self.fmt = input_cfg.get("format", "auto")
         self.fixed_source = input_cfg.get("source")
         self.found: list[_Found] = []
@@ -129,6 +139,8 @@ class _Walk:
                     key = (st.st_dev, st.st_ino)
                     if not _decodable(path):
                         self.skip(path, "undecodable_name", "a folder")
+                    elif self.output and os.path.realpath(path) == self.output:
+                        continue
                     elif key in seen:
                         self.skip(path, "same_file", seen[key])
                     else:
@@ -357,7 +369,7 @@ def _probe(f: _Found, input_cfg: dict) -> InputFile | SkippedInput:
     """The file's size, mtime and probe hash, and how its records are laid out. One that cannot be
     read is an error (on_io_error fail) or a file of unknown size that one read task rejects."""
     try:
-        size, mtime_ns, head, tail = _read_ends(f, input_cfg)
+        size, mtime_ns, head, tail = _readfile_ends(f, input_cfg)
     except _NotAFile as exc:
         return SkippedInput(_shown(f.uri), "special_file", str(exc))
     except (OSError, InputUnreadable) as exc:
@@ -369,7 +381,8 @@ def _probe(f: _Found, input_cfg: dict) -> InputFile | SkippedInput:
         return SkippedInput(_shown(f.uri), "empty_file")
     layout, separator = "lines", "\n"
     if f.kind[0] == "jsonl":
-        layout, separator = sniff_layout(*_decompressed_head(head, f.kind[1], size))
+        json_name = _inner_name(f.uri).endswith(".json")
+        layout, separator = sniff_layout(*_decompressed_head(head, f.kind[1], size), json_name=json_name)
     return InputFile(
         f.uri,
         f.rel,
@@ -378,13 +391,13 @@ def _probe(f: _Found, input_cfg: dict) -> InputFile | SkippedInput:
         f.kind[1],
         size,
         mtime_ns,
-        hashlib.sha256(head + tail).hexdigest()[:16],
+        probe_hash(head, tail),
         layout,
         separator,
     )
 
 
-def _read_ends(f: _Found, input_cfg: dict) -> tuple[int, int, bytes, bytes]:
+def _readfile_ends(f: _Found, input_cfg: dict) -> tuple[int, int, bytes, bytes]:
     """(size, mtime_ns, first block, last block) of the raw file."""
     if isinstance(f.fs, pafs.LocalFileSystem):
         return _read_ends_local(f.path)
@@ -399,7 +412,7 @@ def _read_ends_local(path: str) -> tuple[int, int, bytes, bytes]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise _NotAFile(_file_type(st.st_mode))
-        head, tail = _ends(lambda n, offset: os.pread(fd, n, offset), st.st_size)
+        head, tail = file_ends(lambda n, offset: os.pread(fd, n, offset), st.st_size)
         return st.st_size, st.st_mtime_ns, head, tail
     finally:
         os.close(fd)
@@ -411,13 +424,16 @@ def _read_ends_remote(fs: pafs.FileSystem, path: str) -> tuple[int, int, bytes, 
         raise FileNotFoundError(f"no such object: {path}")
     with fs.open_input_file(path) as fh:
         size = fh.size()
-        head, tail = _ends(fh.read_at, size)
+        head, tail = file_ends(fh.read_at, size)
     return size, info.mtime_ns if info.mtime_ns is not None else -1, head, tail
 
 
-def _ends(read_at: Callable[[int, int], bytes], size: int) -> tuple[bytes, bytes]:
-    head = read_at(PROBE_BYTES, 0)
-    return head, read_at(PROBE_BYTES, size - PROBE_BYTES) if size > PROBE_BYTES else head
+def _inner_name(uri: str) -> str:
+    """The file name without a compression suffix, lower-cased."""
+    name = uri.rsplit("/", 1)[-1].lower()
+    for suffix in COMPRESSIONS:
+        name = name.removesuffix(suffix)
+    return name
 
 
 def _decompressed_head(raw: bytes, compression: str | None, size: int) -> tuple[bytes, bool]:
@@ -443,15 +459,30 @@ def _decompressed_head(raw: bytes, compression: str | None, size: int) -> tuple[
     return bytes(out), whole and len(out) < PROBE_BYTES
 
 
-def sniff_layout(head: bytes, complete: bool = False) -> tuple[str, str]:
-    """(layout, separator) from the start of a JSON-Lines-family file's text. "json" when the first
-    line that is not blank opens an array or is a lone "{" (values pretty-printed across lines);
-    separator "\\r" when the first line ends in a bare carriage return (old Mac line ends)."""
+def sniff_layout(head: bytes, complete: bool = False, json_name: bool = False) -> tuple[str, str]:
+    """(layout, separator) from the start of a JSON-Lines-family file's text.
+
+    Layout "json" (values spread over lines, read whole) when the first line that is not blank is
+    a lone "[" or "{" (pretty-printed), or opens an array that does not close on that line; in a
+    file named .json (`json_name`), also an array on one line. A first line that is one JSON value
+    keeps a .jsonl file in lines, so one odd record never makes the whole file a document.
+    Separator "\r" only when the head holds bare carriage returns and no newline at all (old Mac
+    line ends); one newline anywhere means lines end in it (a \r before it is JSON whitespace)."""
     head = head.removeprefix(codecs.BOM_UTF8)
     first = head.lstrip(b" \t\r\n").replace(b"\r", b"\n").split(b"\n", 1)[0].rstrip(b" \t")
-    layout = "json" if first.startswith(b"[") or first == b"{" else "lines"
-    newline = head.find(b"\n")
-    line = head[:newline] if newline >= 0 else head
-    if newline >= 0 or not complete:
-        line = line.removesuffix(b"\r")  # CRLF, or a \r at the cut whose \n may follow
-    return layout, "\r" if b"\r" in line else "\n"
+    layout = "lines"
+    if first in (b"[", b"{") or (first.startswith(b"[") and (json_name or not _is_json_value(first))):
+        layout = "json"
+    if b"\n" in head:
+        return layout, "\n"
+    # no newline: a \r at the end of a cut head may be half of a CRLF
+    body = head if complete else head.removesuffix(b"\r")
+    return layout, "\r" if b"\r" in body else "\n"
+
+
+def _is_json_value(line: bytes) -> bool:
+    try:
+        orjson.loads(line)
+        return True
+    except orjson.JSONDecodeError:
+        return False

@@ -5,6 +5,7 @@ parallel reading and of resume)."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import pyarrow.parquet as pq
@@ -101,6 +102,19 @@ def file_format(name: str, configured: str) -> tuple[str, str | None] | None:
         if lower.endswith(spec.suffixes) or (configured == fmt and compression):
             return (fmt, compression) if configured in ("auto", fmt) else None
     return None
+
+
+PROBE_BYTES = 64 << 10  # the block at each end of a file its probe hashes; also the head sniffed
+
+
+def file_ends(read_at: Callable[[int, int], bytes], size: int) -> tuple[bytes, bytes]:
+    """The first and last PROBE_BYTES of a file of `size` bytes, read by read_at(n, offset)."""
+    head = read_at(PROBE_BYTES, 0)
+    return head, read_at(PROBE_BYTES, size - PROBE_BYTES) if size > PROBE_BYTES else head
+
+
+def probe_hash(head: bytes, tail: bytes) -> str:
+    return hashlib.sha256(head + tail).hexdigest()[:16]
 
 
 def input_fingerprint(files: list[InputFile]) -> str:

@@ -19,7 +19,7 @@ import pyarrow.fs as pafs
 
 from slimpipe.errors import InputChanged, InputUnreadable
 from slimpipe.io.fs import resolve
-from slimpipe.io.inputs import Chunk, InputFile
+from slimpipe.io.inputs import PROBE_BYTES, Chunk, InputFile, file_ends, probe_hash
 
 T = TypeVar("T")
 
@@ -66,8 +66,9 @@ class RetryingFile:
         self._fs, self._path = resolve(self.file.uri)
         check_unchanged(self.file, self._fs.get_file_info(self._path))
         fh = self._fs.open_input_file(self._path)
-        if self.pos:
-            fh.seek(self.pos)
+        if self.file.probe:  # same size and mtime, other bytes: a copy that kept the times (cp -p, rsync -t)
+            check_probe(self.file, probe_hash(*file_ends(fh.read_at, fh.size())))
+        fh.seek(self.pos)  # read_at may move a file's position
         return fh
 
     def _retrying(self, op):
@@ -131,7 +132,8 @@ class RetryingFile:
 
 # --- checked against the plan --------------------------------------------------------------------
 
-_RERUN = "rerun the command (the resumed run plans the changed input again)"
+# A run's work is tied to the input it planned: a changed input is a new run, never a resume.
+_RERUN = "it is a new input now: run into a new --output, or delete the run directory to start over"
 
 
 def check_unchanged(file: InputFile, info: pafs.FileInfo) -> None:
@@ -153,6 +155,14 @@ def check_unchanged(file: InputFile, info: pafs.FileInfo) -> None:
         changes.append(f"modified {_when(file.mtime_ns)} -> {_when(info.mtime_ns)}")
     if changes:
         raise InputChanged(f"input {file.uri} changed after the run planned it ({', '.join(changes)}): {_RERUN}")
+
+
+def check_probe(file: InputFile, probe: str) -> None:
+    if probe != file.probe:
+        raise InputChanged(
+            f"input {file.uri} changed after the run planned it (its first or last {PROBE_BYTES // 1024} KiB "
+            f"differ, size and modification time alike): {_RERUN}"
+        )
 
 
 def _when(ns: int) -> str:
