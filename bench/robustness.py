@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 GOOD = "This record is long enough to pass the length rule, and it reads like a sentence. "
+# log lines (timestamped) and Ray's progress are not what the run says of itself
+NOISE = re.compile(r"^(\d{4}-\d\d-\d\d[ T]|\(raylet\)|Running )")
 SETS = ["input.split_bytes=65536", "dedup.near.enabled=false", "ray.num_cpus=2"]
 
 
@@ -54,9 +56,7 @@ def outcome(run_dir: Path, planted: int | None, res) -> dict:
     if (run_dir / "stats.json").exists():
         stats = json.loads((run_dir / "stats.json").read_text())
     c = stats.get("conservation", {})
-    # log lines (timestamped) and Ray's progress are not what the run says of itself
-    noise = re.compile(r"^(\d{4}-\d\d-\d\d[ T]|\(raylet\)|Running )")
-    err_lines = [ln for ln in err.splitlines() if ln.strip() and not noise.match(ln)]
+    err_lines = [ln for ln in err.splitlines() if ln.strip() and not NOISE.match(ln)]
     return {
         "exit": code,
         "seconds": round(secs, 1),
@@ -192,15 +192,21 @@ def run_edit_same_size(tmp: Path) -> dict:
     return out
 
 
-def run_second_run(tmp: Path) -> dict:
-    d = tmp / "second_run"
+def start_long_run(d: Path, settle_s: float) -> subprocess.Popen:
+    """A run over 40,000 records in the background, settle_s seconds after it wrote run.json."""
     (d / "in").mkdir(parents=True)
     for k in range(20):
         (d / f"in/p{k}.jsonl").write_bytes(lines([record(1000 * k + i) for i in range(2000)]))
-    first = slimpipe(["--input", str(d / "in"), "--output", str(d / "run")], background=True)
-    while not (d / "run/run.json").exists() and first.poll() is None:
+    p = slimpipe(["--input", str(d / "in"), "--output", str(d / "run")], background=True)
+    while not (d / "run/run.json").exists() and p.poll() is None:
         time.sleep(0.2)
-    time.sleep(3)
+    time.sleep(settle_s)
+    return p
+
+
+def run_second_run(tmp: Path) -> dict:
+    d = tmp / "second_run"
+    first = start_long_run(d, settle_s=3)
     second = slimpipe(["--input", str(d / "in"), "--output", str(d / "run")], timeout=120)
     out_first, err_first = first.communicate(timeout=600)
     out = outcome(d / "run", 40000, (first.returncode, out_first, err_first, 0))
@@ -226,15 +232,8 @@ def run_not_a_run(tmp: Path) -> dict:
 
 
 def run_interrupt(tmp: Path) -> dict:
-    noise = re.compile(r"^(\d{4}-\d\d-\d\d[ T]|\(raylet\)|Running )")
     d = tmp / "interrupt"
-    (d / "in").mkdir(parents=True)
-    for k in range(20):
-        (d / f"in/p{k}.jsonl").write_bytes(lines([record(1000 * k + i) for i in range(2000)]))
-    p = slimpipe(["--input", str(d / "in"), "--output", str(d / "run")], background=True)
-    while not (d / "run/run.json").exists() and p.poll() is None:
-        time.sleep(0.2)
-    time.sleep(4)
+    p = start_long_run(d, settle_s=4)
     p.send_signal(signal.SIGINT)
     out_, err = p.communicate(timeout=120)
     status = json.loads((d / "run/run.json").read_text()).get("status") if (d / "run/run.json").exists() else None
@@ -244,7 +243,7 @@ def run_interrupt(tmp: Path) -> dict:
     out["interrupt"] = {
         "exit": p.returncode,
         "stderr_lines": len(err.strip().splitlines()),
-        "stderr_lines_not_logs": len([ln for ln in err.splitlines() if ln.strip() and not noise.match(ln)]),
+        "stderr_lines_not_logs": len([ln for ln in err.splitlines() if ln.strip() and not NOISE.match(ln)]),
         "traceback": "Traceback" in err,
         "run_json_status": status,
     }
