@@ -355,6 +355,9 @@ QUIETED = ("ray.data.exceptions", "ray.data._internal.execution.streaming_execut
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command. With argv None this process is the command: once it has a status, a SIGTERM
+    that comes while Python tears down (Ray's exit hooks take a moment) ends it with that status;
+    a caller that passes argv gets its own SIGTERM handler back."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
     verbose = getattr(args, "verbose", False)
@@ -364,6 +367,19 @@ def main(argv: list[str] | None = None) -> int:
     # lock and shuts down the Ray it started (runner.init_ray keeps this handler over Ray's)
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _stop) if main_thread else None
+    status = 1
+    try:
+        status = _status_of(args, verbose)
+        return status
+    finally:
+        if main_thread and argv is None:
+            signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(status))
+        elif main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _status_of(args, verbose: bool) -> int:
+    """Run the command; an expected failure is one line and its exit status."""
     try:
         return args.func(args)
     except (KeyboardInterrupt, Exception) as exc:
@@ -374,9 +390,6 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exception(exc)
         print(f"slimpipe: {found[1]}", file=sys.stderr)
         return found[0]
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":
