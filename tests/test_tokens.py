@@ -288,6 +288,58 @@ def test_loader_shards_by_rank_and_resumes_at_the_same_batch(arrow_export):
         PackedLoader(str(out), batch_size=4, rank=0, world_size=2, seed=1).load_state_dict(state)
 
 
+TORCHRUN_RANK_SCRIPT = """
+import json, sys
+import torch.distributed as dist
+from slimpipe.loader import PackedLoader
+dist.init_process_group("gloo")  # env://: MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE as torchrun sets them
+loader = PackedLoader(sys.argv[1], batch_size=2, seed=1, drop_last=False)  # rank and world found, not given
+epochs = [[b["input_ids"].tolist() for b in loader] for _ in range(2)]
+dist.barrier()
+with open(sys.argv[2], "w") as f:
+    json.dump({"rank": loader.rank, "world": loader.world_size, "epochs": epochs}, f)
+dist.destroy_process_group()
+"""
+
+
+def test_two_torch_distributed_ranks_read_every_sequence_once_per_epoch(arrow_export, tmp_path):
+    import collections
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from slimpipe.loader import PackedLoader
+
+    out, manifest = arrow_export
+    n = manifest["splits"]["train"]["sequences"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in range(2):
+        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
+        args = [sys.executable, "-c", TORCHRUN_RANK_SCRIPT, str(out), str(tmp_path / f"rank{rank}.json")]
+        procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    for p in procs:
+        output, _ = p.communicate(timeout=120)
+        assert p.returncode == 0, output
+    seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [(s["rank"], s["world"]) for s in seen] == [(0, 2), (1, 2)]
+
+    everything = PackedLoader(str(out), batch_size=1, rank=0, world_size=1, drop_last=False)
+    all_rows = collections.Counter(tuple(r) for b in everything for r in b["input_ids"].tolist())
+    assert sum(all_rows.values()) == n
+    for epoch in range(2):
+        per_rank = [[tuple(r) for batch in s["epochs"][epoch] for r in batch] for s in seen]
+        assert len(per_rank[0]) == len(per_rank[1]) == n // 2  # the same number of steps on both
+        assert not set(per_rank[0]) & set(per_rank[1])  # disjoint
+        together = collections.Counter(per_rank[0] + per_rank[1])
+        assert not together - all_rows  # nothing read twice, nothing foreign
+        assert sum((all_rows - together).values()) == n % 2  # every sequence, but the odd one out
+    assert seen[0]["epochs"][0] != seen[0]["epochs"][1]  # a fresh permutation each epoch
+
+
 GPU_CLUSTER_SCRIPT = """
 import os, subprocess, sys
 from ray.cluster_utils import Cluster
