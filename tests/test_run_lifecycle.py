@@ -155,7 +155,7 @@ def _write_lock(folder: Path, **record) -> None:
 def test_a_stale_lock_is_taken_over_and_a_live_one_refused(tmp_path, caplog, monkeypatch):
     import socket
 
-    from slimpipe import rundir
+    from slimpipe import runlock
 
     host = socket.gethostname()
     dead = subprocess.Popen(["true"])
@@ -177,7 +177,7 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_refused(tmp_path, caplog, mon
     _write_lock(tmp_path / "c", pid=1, host="elsewhere")
     with RunDir(str(tmp_path / "c")).locked("run"):
         pass
-    _write_lock(tmp_path / "d", pid=1, host="elsewhere", heartbeat=rundir._now())
+    _write_lock(tmp_path / "d", pid=1, host="elsewhere", heartbeat=runlock._now())
     with pytest.raises(RunLocked, match="pid 1 on elsewhere"):
         with RunDir(str(tmp_path / "d")).locked("run"):
             pass
@@ -191,7 +191,7 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_refused(tmp_path, caplog, mon
     with RunDir(str(tmp_path / "g")).locked("run"):
         pass
     # the holder refreshes its heartbeat
-    monkeypatch.setattr(rundir, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(runlock, "HEARTBEAT_S", 0.05)
     with RunDir(str(tmp_path / "e")).locked("tokenize") as lock:
         first = lock.record["heartbeat"]
         deadline = time.time() + 5
