@@ -32,6 +32,7 @@ BATCH_COLUMNS = ["input_ids", "position_ids", "labels", "cu_seqlens"]
 
 
 def _export_files(export_dir: str, split: str) -> tuple[dict, list[str]]:
+    """The manifest, and the split's files as paths inside the export's filesystem."""
     fs, path = resolve(export_dir)
     manifest = read_json(fs, join(path, "manifest.json"))
     if manifest["format"] != "arrow":
@@ -39,8 +40,7 @@ def _export_files(export_dir: str, split: str) -> tuple[dict, list[str]]:
             f"{export_dir} is a {manifest['format']} export; the loader reads packed Arrow "
             "(slimpipe export --format arrow)"
         )
-    base = export_dir.rstrip("/") if "://" in export_dir else path
-    return manifest, [join(base, f) for f in manifest["splits"][split]["files"]]
+    return manifest, [join(path, f) for f in manifest["splits"][split]["files"]]  # paths inside fs
 
 
 def collate(rows: pa.Table, device="cpu") -> dict:

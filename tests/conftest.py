@@ -3,8 +3,13 @@ import io
 import json
 import os
 import random
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import zstandard
@@ -27,6 +32,71 @@ def ray_session():
     ctx.enable_progress_bars = False
     yield ray
     ray.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before it listened on {port}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on {port} within {timeout} s")
+
+
+class S3Server(NamedTuple):
+    endpoint: str
+    env: dict  # what a process (a slimpipe command, a Ray node) needs to reach it
+
+    def filesystem(self):
+        import pyarrow.fs as pafs
+
+        return pafs.S3FileSystem(
+            endpoint_override=self.endpoint,
+            access_key=self.env["AWS_ACCESS_KEY_ID"],
+            secret_key=self.env["AWS_SECRET_ACCESS_KEY"],
+            region=self.env["AWS_DEFAULT_REGION"],
+            allow_bucket_creation=True,
+        )
+
+    def bucket(self, name: str) -> str:
+        """A new bucket; returns its s3:// URI."""
+        self.filesystem().create_dir(name)
+        return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3-compatible server (moto's server mode) on 127.0.0.1 for the whole test session; the
+    storage settings every process reaches it with are in `env` (pyarrow reads AWS_ENDPOINT_URL)."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = open(tempfile.mkstemp(prefix="moto-", suffix=".log")[1], "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
+    )
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    try:
+        wait_for_port(port, proc, "moto's S3 server")
+        yield S3Server(endpoint, env)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
 
 
 @pytest.fixture(scope="session")
