@@ -20,8 +20,10 @@ import pytest
 from conftest import make_corpus, write_jsonl
 
 from slimpipe.config import resolve
+from slimpipe.errors import ConfigError
 from slimpipe.export import export
 from slimpipe.io.fs import list_files, read_json, remove_stale_tmp, write_json_atomic, write_parquet_atomic
+from slimpipe.io.fs import resolve as resolve_fs
 from slimpipe.runner import run
 from slimpipe.tokens import tokenize, train_tokenizer
 
@@ -198,3 +200,12 @@ def test_sigkill_mid_write_on_s3_then_resume_gives_identical_output(s3_server, r
     assert not [i.path for i in list_files(fs, "killed/runs/r1", recursive=True) if ".tmp-" in i.base_name]
     got = outputs(fs, "killed/runs/r1", f"{bucket}/corpus/")
     assert got == outputs(pafs.LocalFileSystem(), str(local), f"{corpus}/")
+
+
+def test_an_fsspec_filesystem_serves_where_pyarrow_has_none():
+    fs, path = resolve_fs("memory://slimpipe-test/run")
+    write_json_atomic(fs, f"{path}/run.json", {"status": "done"})
+    assert read_json(fs, f"{path}/run.json") == {"status": "done"}
+    assert [i.base_name for i in list_files(fs, path)] == ["run.json"]
+    with pytest.raises(ConfigError, match="no filesystem for nosuch://"):
+        resolve_fs("nosuch://bucket/run")

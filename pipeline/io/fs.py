@@ -12,12 +12,28 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from slimpipe.errors import ConfigError
+
+# the URI schemes pyarrow's own filesystems take; any other goes to fsspec (az://, memory://, ...)
+PYARROW_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+
 
 def resolve(path: str) -> tuple[pafs.FileSystem, str]:
-    """A user path or URI -> (filesystem, path inside it)."""
-    if "://" in path:
+    """A user path or URI -> (filesystem, path inside it). Object stores take their settings
+    from the environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ... for s3://), so a URI names
+    data only and every process resolves it alike."""
+    if "://" not in path:
+        return pafs.LocalFileSystem(), os.path.abspath(path)
+    scheme = path.split("://", 1)[0].lower()
+    if scheme in PYARROW_SCHEMES:
         return pafs.FileSystem.from_uri(path)
-    return pafs.LocalFileSystem(), os.path.abspath(path)
+    import fsspec
+
+    try:
+        fs, inner = fsspec.core.url_to_fs(path)
+    except (ImportError, ValueError) as e:  # an unknown protocol, or its package not installed
+        raise ConfigError(f"no filesystem for {path}: {e}") from e
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), inner
 
 
 def join(base: str, *parts: str) -> str:
