@@ -11,6 +11,9 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 import zstandard
 
@@ -164,3 +167,37 @@ def make_filter(name: str, **changes):
     from slimpipe.stages.filters import build_filter
 
     return build_filter(name, filter_settings(name, **changes))
+
+
+def upload(fs: pafs.FileSystem, local: Path, dest: str) -> None:
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            # compression=None: the bytes as they are (pyarrow would gzip a .gz name again)
+            with fs.open_output_stream(f"{dest}/{path.relative_to(local).as_posix()}", compression=None) as out:
+                out.write(path.read_bytes())
+
+
+def table(fs: pafs.FileSystem, folder: str, sort: list[str], root: str) -> list[dict]:
+    """A folder's rows in a fixed order, input files named relative to the input root."""
+    from slimpipe.io.fs import list_files
+
+    paths = [i.path for i in list_files(fs, folder) if i.base_name.endswith(".parquet")]
+    rows = pa.concat_tables([pq.read_table(p, filesystem=fs) for p in paths]).to_pylist()
+    for r in rows:
+        r["file"] = r["file"].removeprefix(root)
+    return sorted(rows, key=lambda r: [r[k] for k in sort])
+
+
+def outputs(fs: pafs.FileSystem, run_dir: str, root: str) -> dict:
+    """What a run wrote, comparable across filesystems: every row, with file names relative to
+    the input root `root`; the counts; no timings."""
+    from slimpipe.io.fs import read_json
+
+    stats = read_json(fs, f"{run_dir}/stats.json")
+    return {
+        "documents": table(fs, f"{run_dir}/documents", ["id"], root),
+        "rejected": table(fs, f"{run_dir}/rejected", ["file", "line", "stage"], root),
+        "duplicates": table(fs, f"{run_dir}/duplicates", ["id"], root),
+        "conservation": stats["conservation"],
+        "sources": stats["sources"],
+    }

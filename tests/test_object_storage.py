@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_corpus, write_jsonl
+from conftest import make_corpus, outputs, upload, write_jsonl
 
 from slimpipe.config import resolve
 from slimpipe.errors import ConfigError
@@ -30,42 +30,12 @@ from slimpipe.tokens import tokenize, train_tokenizer
 TOKENIZER = ["tokenizer.vocab_size=800"]
 
 
-def upload(fs: pafs.FileSystem, local: Path, dest: str) -> None:
-    for path in sorted(local.rglob("*")):
-        if path.is_file():
-            # compression=None: the bytes as they are (pyarrow would gzip a .gz name again)
-            with fs.open_output_stream(f"{dest}/{path.relative_to(local).as_posix()}", compression=None) as out:
-                out.write(path.read_bytes())
-
-
 def slimpipe(s3, *args: str, ray_tmp: str | None = None) -> subprocess.CompletedProcess:
     """One slimpipe command in its own process, as a user runs it, with the storage settings."""
     env = {**os.environ, **s3.env, "RAY_ADDRESS": "", "RAY_TMPDIR": ray_tmp or tempfile.mkdtemp(dir="/tmp")}
     proc = subprocess.run([sys.executable, "-m", "slimpipe.cli", *args], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, f"slimpipe {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
     return proc
-
-
-def table(fs: pafs.FileSystem, folder: str, sort: list[str], root: str) -> list[dict]:
-    """A folder's rows in a fixed order, input files named relative to the input root."""
-    paths = [i.path for i in list_files(fs, folder) if i.base_name.endswith(".parquet")]
-    rows = pa.concat_tables([pq.read_table(p, filesystem=fs) for p in paths]).to_pylist()
-    for r in rows:
-        r["file"] = r["file"].removeprefix(root)
-    return sorted(rows, key=lambda r: [r[k] for k in sort])
-
-
-def outputs(fs: pafs.FileSystem, run_dir: str, root: str) -> dict:
-    """What a run wrote, comparable across filesystems: every row, with file names relative to
-    the input root `root`; the counts; no timings."""
-    stats = read_json(fs, f"{run_dir}/stats.json")
-    return {
-        "documents": table(fs, f"{run_dir}/documents", ["id"], root),
-        "rejected": table(fs, f"{run_dir}/rejected", ["file", "line", "stage"], root),
-        "duplicates": table(fs, f"{run_dir}/duplicates", ["id"], root),
-        "conservation": stats["conservation"],
-        "sources": stats["sources"],
-    }
 
 
 def test_atomic_writes_on_s3_leave_whole_objects_and_clear_temporaries(s3_server):
