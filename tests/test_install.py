@@ -69,3 +69,28 @@ def test_numba_cache_defaults_to_home_and_respects_the_users_setting(tmp_path):
     code = "import numba, slimpipe; print(__import__('json').dumps({'cache_dir': numba.config.CACHE_DIR}))"
     got = _probe(_env(tmp_path), code)
     assert got["cache_dir"] == str(tmp_path / "home" / ".cache" / "slimpipe" / "numba")
+
+
+def test_the_ray_data_internals_we_build_on_are_there():
+    """Ray Data's DeveloperAPI that the project builds on; a Ray release that moves one of them
+    fails here, by name, rather than deep inside a run (and pyproject's range must then move)."""
+    import inspect
+
+    from ray.data.block import BlockMetadata
+    from ray.data.context import DataContext, ShuffleStrategy
+    from ray.data.datasource import Datasource, ReadTask
+
+    params = inspect.signature(Datasource.get_read_tasks).parameters
+    assert {"parallelism", "per_task_row_limit", "data_context"} <= set(params)
+    assert list(inspect.signature(ReadTask.__init__).parameters)[1:3] == ["read_fn", "metadata"]
+    assert {"num_rows", "size_bytes", "input_files", "exec_stats"} <= set(inspect.signature(BlockMetadata).parameters)
+    ctx = DataContext.get_current()
+    for name in (
+        "raise_original_map_exception",
+        "enable_progress_bars",
+        "print_on_execution_start",
+        "target_max_block_size",
+        "shuffle_strategy",
+    ):
+        assert hasattr(ctx, name), name
+    assert ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
