@@ -13,7 +13,7 @@ import ray
 
 from slimpipe.config import later_config
 from slimpipe.errors import ConfigError, RunConflict
-from slimpipe.io.fs import exists, list_files, read_json, write_json_atomic
+from slimpipe.io.fs import exists, list_files, read_json, remove_stale_tmp, write_json_atomic
 from slimpipe.rundir import EXPORT, AlreadyComplete, ExportDir, RunDir, inside, run_lock
 from slimpipe.stages.export import FORMATS, SPLITS, ExportFormat, export_groups
 
@@ -120,6 +120,7 @@ def _claim(out: ExportDir, settings: dict) -> bool:
                 f"({json.dumps(previous, sort_keys=True)}); choose an empty folder"
             )
         log.info("export: resuming the unfinished export in %s", out.uri)
+        remove_stale_tmp(out.fs, out.path)  # what a killed export left half-written
     write_json_atomic(out.fs, out.state, settings)
     return False
 

@@ -10,7 +10,7 @@ import ray
 
 from slimpipe.config import later_config
 from slimpipe.errors import RunConflict
-from slimpipe.io.fs import join, read_json, write_bytes_atomic, write_json_atomic
+from slimpipe.io.fs import join, read_json, remove_stale_tmp, write_bytes_atomic, write_json_atomic
 from slimpipe.rundir import (
     STATS,
     TOKENIZER_INFO,
@@ -113,6 +113,8 @@ def tokenize(
     markers = rd.tokens_done()
     done = markers.done()
     todo = [dict(u, out=rd.tokens_uri(u["name"])) for u in units if u["name"] not in done]
+    if todo:  # a killed tokenize may have left temporary files (on S3: copied, not yet deleted)
+        remove_stale_tmp(rd.fs, join(rd.path, TOKENS))
     log.info("tokenize: %d units, %d already done", len(units), len(units) - len(todo))
     if todo:
         started = init_ray(dict(config["ray"], address=address or config["ray"].get("address")))

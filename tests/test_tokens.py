@@ -111,10 +111,11 @@ def test_tokenize_resumes_and_refuses_to_mix_models(tokens_run, tmp_path):
     run_dir = str(tokens_run["dir"])
     files = sorted((tokens_run["dir"] / "tokens").glob("*.arrow"))
     before = {f: f.stat().st_mtime_ns for f in files}
-    files[0].unlink()  # a unit lost to a killed run: only it is redone
+    files[0].rename(f"{files[0]}.tmp-dead")  # a unit lost to a killed run, half-written: only it is redone
     (tokens_run["dir"] / "_work" / "tokens" / files[0].name.replace(".arrow", ".json")).unlink()
     tokenize(run_dir, overrides=["tokenize.unit_bytes=100000"])
     assert all(f.stat().st_mtime_ns == t for f, t in before.items() if f != files[0]) and files[0].exists()
+    assert not list((tokens_run["dir"] / "tokens").glob("*.tmp-*"))
     with pytest.raises(RunConflict, match="bos differ"):
         tokenize(run_dir, overrides=["tokenize.unit_bytes=100000", "tokenize.bos=false"])
     # a missing or a wrong model file: a message, before any work
@@ -196,10 +197,12 @@ def test_export_is_deterministic_and_refuses_a_used_folder(tokens_run, arrow_exp
     # a killed export resumes: drop the manifest and one group's output, export again
     shutil.copytree(tmp_path / "again", tmp_path / "killed")
     (tmp_path / "killed" / "manifest.json").unlink()
-    (tmp_path / "killed" / f).unlink()
+    # as a kill between an object store's copy and delete leaves it: the file and its temporary
+    (tmp_path / "killed" / f).rename(tmp_path / "killed" / f"{f}.tmp-dead")
     (tmp_path / "killed" / ".work" / f.split("/")[1].replace(".arrow", ".json")).unlink()
     resumed = export(str(tokens_run["dir"]), "arrow", str(tmp_path / "killed"), ["pack.seq_len=512", "pack.seed=5"])
     assert (tmp_path / "killed" / f).read_bytes() == (out / f).read_bytes()
+    assert not list((tmp_path / "killed").rglob("*.tmp-*"))
     assert resumed["splits"] == manifest["splits"]
 
 
