@@ -15,7 +15,8 @@
 # Settings (environment): RAY_HEAD (head address for workers and drivers, default head:6379),
 # SLIMPIPE_RAY_PORT (6379), SLIMPIPE_DASHBOARD_HOST (127.0.0.1), SLIMPIPE_DASHBOARD_PORT (8265),
 # SLIMPIPE_DASHBOARD_ADDRESS (the job API for submit, default http://HEAD-HOST:8265),
-# SLIMPIPE_NUM_CPUS, SLIMPIPE_NUM_GPUS, SLIMPIPE_OBJECT_STORE_BYTES, SLIMPIPE_RAY_TEMP_DIR.
+# SLIMPIPE_NUM_CPUS, SLIMPIPE_NUM_GPUS, SLIMPIPE_OBJECT_STORE_BYTES, SLIMPIPE_RAY_TEMP_DIR,
+# SLIMPIPE_AGENT_PORT (the node agent's HTTP port, default 52365).
 set -euo pipefail
 
 role="${1:-head}"
@@ -41,6 +42,8 @@ node_flags() {
   [ -n "${SLIMPIPE_NUM_GPUS:-}" ] && flags+=(--num-gpus "$SLIMPIPE_NUM_GPUS")
   [ -n "${SLIMPIPE_OBJECT_STORE_BYTES:-}" ] && flags+=(--object-store-memory "$SLIMPIPE_OBJECT_STORE_BYTES")
   [ -n "${SLIMPIPE_RAY_TEMP_DIR:-}" ] && flags+=(--temp-dir "$SLIMPIPE_RAY_TEMP_DIR")
+  # the node's agent serves the job API's work: two nodes on one host each need their own port
+  [ -n "${SLIMPIPE_AGENT_PORT:-}" ] && flags+=(--dashboard-agent-listen-port "$SLIMPIPE_AGENT_PORT")
   return 0
 }
 
@@ -77,7 +80,18 @@ case "$role" in
   submit)
     auth
     dashboard="${SLIMPIPE_DASHBOARD_ADDRESS:-http://${head_address%:*}:${SLIMPIPE_DASHBOARD_PORT:-8265}}"
-    exec ray job submit --address "$dashboard" -- slimpipe run "$@"
+    # a head that has just started may have no job agent yet: that refusal (and only that one,
+    # which submits nothing) is retried
+    out="$(mktemp)"
+    for attempt in $(seq 1 20); do
+      status=0
+      ray job submit --address "$dashboard" -- slimpipe run "$@" 2>&1 | tee "$out" || status=$?
+      grep -q "No available agent to submit job" "$out" || break
+      echo "slimpipe-node: the head has no job agent yet (attempt $attempt); retrying" >&2
+      sleep 3
+    done
+    rm -f "$out"
+    exit "$status"
     ;;
   health)
     # a node is healthy when the cluster answers; the head also serves its job API

@@ -3,6 +3,7 @@ import io
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -58,6 +59,12 @@ def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float =
 class S3Server(NamedTuple):
     endpoint: str
     env: dict  # what a process (a slimpipe command, a Ray node) needs to reach it
+    log: Path  # the server's request log, a line per request
+
+    def requests(self, since: int = 0) -> list[str]:
+        """'METHOD /bucket/key?query' of each request logged, after the first `since` of them."""
+        lines = self.log.read_text(errors="replace").splitlines()
+        return [m.group(1) for line in lines if (m := re.search(r'"(?:\x1b\[[0-9;]*m)*([A-Z]+ \S+)', line))][since:]
 
     def filesystem(self):
         import pyarrow.fs as pafs
@@ -82,10 +89,11 @@ def s3_server():
     storage settings every process reaches it with are in `env` (pyarrow reads AWS_ENDPOINT_URL)."""
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    log = open(tempfile.mkstemp(prefix="moto-", suffix=".log")[1], "w")  # noqa: SIM115 (closed below)
+    log_path = Path(tempfile.mkstemp(prefix="moto-", suffix=".log")[1])
+    log = open(log_path, "w")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
-    )
+        [sys.executable, "-u", "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
+    )  # -u: each request logged as it is answered
     env = {
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
@@ -95,7 +103,7 @@ def s3_server():
     }
     try:
         wait_for_port(port, proc, "moto's S3 server")
-        yield S3Server(endpoint, env)
+        yield S3Server(endpoint, env, log_path)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -38,25 +38,38 @@ def slimpipe(s3, *args: str, ray_tmp: str | None = None) -> subprocess.Completed
     return proc
 
 
-def test_atomic_writes_on_s3_leave_whole_objects_and_clear_temporaries(s3_server):
-    fs = s3_server.filesystem()
-    root = s3_server.bucket("atomic").removeprefix("s3://")
-    write_json_atomic(fs, f"{root}/run/state.json", {"a": 1})
-    meta = write_parquet_atomic(fs, f"{root}/run/part.parquet", pa.table({"x": list(range(1000))}))
-    assert read_json(fs, f"{root}/run/state.json") == {"a": 1}
-    assert pq.read_table(f"{root}/run/part.parquet", filesystem=fs)["x"].to_pylist() == list(range(1000))
-    assert meta["rows"] == 1000
-    # only the final names are there: the temporary object was moved, not left beside it
-    assert sorted(i.base_name for i in list_files(fs, f"{root}/run")) == ["part.parquet", "state.json"]
+def test_atomic_writes_on_s3_leave_whole_objects_and_clear_temporaries(s3_server, monkeypatch):
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    s3_server.bucket("atomic")
+    fs, root = resolve_fs("s3://atomic/run")
 
-    # a write killed before its move leaves only a temporary object, which resume clears
-    with fs.open_output_stream(f"{root}/run/documents/part-00001.parquet.tmp-dead") as out:
+    def requests_of(write) -> list[str]:
+        time.sleep(0.3)  # the server logs a request after answering it: let earlier ones land
+        seen = len(s3_server.requests())
+        write()
+        time.sleep(0.3)
+        writes = [r.split("?")[0] for r in s3_server.requests(seen) if not r.startswith(("HEAD", "GET"))]
+        return [r for r in writes if not r.endswith("/")]  # folder markers pyarrow keeps after a delete
+
+    # a small file is one PUT to its name: an S3 object lands whole or not at all
+    small = requests_of(lambda: write_json_atomic(fs, f"{root}/state.json", {"a": 1}))
+    assert small == ["PUT /atomic/run/state.json"]
+    # a large one goes to a temporary key in parts, then is copied to its name: a stream closed
+    # after an error can only ever complete the temporary object
+    big = pa.table({"x": np.random.default_rng(0).integers(0, 2**62, 1_500_000)})
+    large = requests_of(lambda: write_parquet_atomic(fs, f"{root}/part.parquet", big))
+    assert [r for r in large if ".tmp-" not in r] == ["PUT /atomic/run/part.parquet"]  # the server-side copy
+    assert large[-1].startswith("DELETE /atomic/run/part.parquet.tmp-")
+    assert read_json(fs, f"{root}/state.json") == {"a": 1}
+    assert pq.read_table(f"{root}/part.parquet", filesystem=fs)["x"].equals(big["x"])
+    assert sorted(i.base_name for i in list_files(fs, root)) == ["part.parquet", "state.json"]
+
+    # a write killed before its copy leaves only a temporary object, which resume clears
+    with fs.open_output_stream(f"{root}/documents/part-00001.parquet.tmp-dead") as out:
         out.write(b"half a file")
-    remove_stale_tmp(fs, f"{root}/run")
-    assert sorted(i.base_name for i in list_files(fs, f"{root}/run", recursive=True)) == [
-        "part.parquet",
-        "state.json",
-    ]
+    remove_stale_tmp(fs, root)
+    assert sorted(i.base_name for i in list_files(fs, root, recursive=True)) == ["part.parquet", "state.json"]
 
 
 def _local_reference(corpus: Path, out: Path) -> Path:

@@ -78,11 +78,15 @@ def cluster(s3_server, tmp_path_factory):
         SLIMPIPE_OBJECT_STORE_BYTES=str(300 * 2**20),
     )
     head_tmp, worker_tmp = (tempfile.mkdtemp(prefix=f"sp-{r}-", dir="/tmp") for r in ("head", "worker"))
-    head = _node("head", {**env, "SLIMPIPE_RAY_TEMP_DIR": head_tmp}, logs / "head.log")
+    # each node its own agent port: another Ray on this machine (the tests' own) may hold the default
+    head = _node(
+        "head", {**env, "SLIMPIPE_RAY_TEMP_DIR": head_tmp, "SLIMPIPE_AGENT_PORT": str(free_port())}, logs / "head.log"
+    )
     worker = None
     try:
         wait_for_port(dashboard_port, head, "the Ray head's job API", timeout=120)
-        worker = _node("worker", {**env, "SLIMPIPE_RAY_TEMP_DIR": worker_tmp}, logs / "worker.log")
+        worker_env = {**env, "SLIMPIPE_RAY_TEMP_DIR": worker_tmp, "SLIMPIPE_AGENT_PORT": str(free_port())}
+        worker = _node("worker", worker_env, logs / "worker.log")
         client = {**env, "RAY_AUTH_MODE": "token", "RAY_ADDRESS": f"127.0.0.1:{port}"}
         deadline = time.time() + 120
         while _alive_nodes(client) < 2:

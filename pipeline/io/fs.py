@@ -25,6 +25,9 @@ def resolve(path: str) -> tuple[pafs.FileSystem, str]:
     if "://" not in path:
         return pafs.LocalFileSystem(), os.path.abspath(path)
     scheme = path.split("://", 1)[0].lower()
+    if scheme == "s3":
+        # delayed open: a small file is sent as one PUT on close (not create, part, complete)
+        return pafs.FileSystem.from_uri(path + ("&" if "?" in path else "?") + "allow_delayed_open=true")
     if scheme in PYARROW_SCHEMES:
         return pafs.FileSystem.from_uri(path)
     import fsspec
@@ -51,10 +54,21 @@ def list_files(fs: pafs.FileSystem, path: str, recursive: bool = False) -> list[
     return sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path)
 
 
+# S3 takes a body up to this size in one PutObject (pyarrow's streams upload in parts of 10 MB and
+# S3's smallest part is 5 MB), and a PutObject lands whole or not at all
+SINGLE_PUT_BYTES = 5 * 2**20
+
+
 def _atomic_write(fs: pafs.FileSystem, path: str, data: bytes | pa.Buffer) -> None:
-    """Write under a temporary name, then rename: readers see the whole file or none of it."""
-    parent = path.rsplit("/", 1)[0]
-    fs.create_dir(parent, recursive=True)
+    """Readers see the whole file or none of it: written under a temporary name and renamed (on
+    S3, copied on the server), or on S3 sent in one PUT when it is small."""
+    if isinstance(fs, pafs.S3FileSystem):  # a key needs no folder: none is made (a PUT each)
+        if len(data) <= SINGLE_PUT_BYTES:
+            with fs.open_output_stream(path) as out:  # buffered to close (delayed open): one PUT
+                out.write(data)
+            return
+    else:
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     with fs.open_output_stream(tmp) as out:
         out.write(data)
