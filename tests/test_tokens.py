@@ -305,24 +305,30 @@ dist.destroy_process_group()
 """
 
 
-def test_two_torch_distributed_ranks_read_every_sequence_once_per_epoch(arrow_export, tmp_path):
+@pytest.mark.parametrize("storage", ["local", "s3"])
+def test_two_torch_distributed_ranks_read_every_sequence_once_per_epoch(arrow_export, tmp_path, storage, request):
     import collections
     import os
-    import socket
     import subprocess
     import sys
+
+    from conftest import free_port, upload
 
     from slimpipe.loader import PackedLoader
 
     out, manifest = arrow_export
     n = manifest["splits"]["train"]["sequences"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    where, storage_env = str(out), {}
+    if storage == "s3":  # the ranks read the export from object storage
+        s3 = request.getfixturevalue("s3_server")
+        where, storage_env = f"{s3.bucket('loader')}/export", s3.env
+        upload(s3.filesystem(), out, "loader/export")
+    port = free_port()
     procs = []
     for rank in range(2):
-        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
-        args = [sys.executable, "-c", TORCHRUN_RANK_SCRIPT, str(out), str(tmp_path / f"rank{rank}.json")]
+        env = dict(os.environ, **storage_env, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank))
+        env["WORLD_SIZE"] = "2"
+        args = [sys.executable, "-c", TORCHRUN_RANK_SCRIPT, where, str(tmp_path / f"rank{rank}.json")]
         procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     for p in procs:
         output, _ = p.communicate(timeout=120)
