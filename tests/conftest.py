@@ -4,6 +4,7 @@ import json
 import os
 import random
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+import psutil
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -36,6 +38,34 @@ def ray_session():
     ctx.enable_progress_bars = False
     yield ray
     ray.shutdown()
+
+
+def processes_under(temp_dir: str) -> list[psutil.Process]:
+    """The processes whose command line names temp_dir: the Ray (or node) a test started with its
+    own temp dir, and nothing else on the machine."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any(temp_dir in part for part in (p.info["cmdline"] or [])):
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
+
+
+def kill_processes_under(temp_dir: str) -> None:
+    for p in processes_under(temp_dir):
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+
+
+def kill_run(proc: subprocess.Popen, ray_tmp: str) -> None:
+    """SIGKILL a slimpipe process, then the Ray it started (found by its temp dir)."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    kill_processes_under(ray_tmp)
 
 
 def free_port() -> int:

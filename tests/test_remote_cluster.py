@@ -19,7 +19,7 @@ from typing import NamedTuple
 import psutil
 import pyarrow.fs as pafs
 import pytest
-from conftest import free_port, make_corpus, outputs, upload, wait_for_port
+from conftest import free_port, kill_processes_under, make_corpus, outputs, upload, wait_for_port
 
 from slimpipe.config import resolve
 from slimpipe.runner import run
@@ -55,12 +55,7 @@ def _stop(node: subprocess.Popen, temp_dir: str) -> None:
             node.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(node.pid, signal.SIGKILL)
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if any(temp_dir in part for part in (p.info["cmdline"] or [])):
-                p.kill()
-        except psutil.Error:
-            pass
+    kill_processes_under(temp_dir)
 
 
 @pytest.fixture(scope="module")

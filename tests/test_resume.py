@@ -2,17 +2,15 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import pyarrow.parquet as pq
 import pytest
-from conftest import write_jsonl
+from conftest import kill_run, write_jsonl
 
 from slimpipe.config import resolve
 from slimpipe.runner import run
@@ -52,19 +50,6 @@ def uninterrupted(ray_session, big_corpus, tmp_path_factory):
     return outputs(out)
 
 
-def _kill_tree_started_by(proc: subprocess.Popen, ray_tmp: str) -> None:
-    """SIGKILL the driver, then whatever Ray processes that driver started (found by their own
-    temp dir, so nothing else on the machine is touched)."""
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if any(ray_tmp in part for part in (p.info["cmdline"] or [])):
-                p.kill()
-        except psutil.Error:
-            pass
-
-
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_gives_identical_output(ray_session, big_corpus, uninterrupted, tmp_path):
     out = tmp_path / "run"
@@ -93,7 +78,7 @@ def test_sigkill_mid_run_then_resume_gives_identical_output(ray_session, big_cor
             time.sleep(0.05)
         assert proc.poll() is None, "the run finished before it could be killed"
     finally:
-        _kill_tree_started_by(proc, ray_tmp)
+        kill_run(proc, ray_tmp)
     plan = json.loads((out / "_work" / "plan.json").read_text())
     finished = len(list((out / "_work" / "chunks").glob("*.json")))
     assert 10 <= finished < len(plan["chunks"])

@@ -15,9 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import pytest
-from conftest import write_jsonl
+from conftest import kill_processes_under, processes_under, write_jsonl
 
 from slimpipe import cli
 from slimpipe.config import resolve
@@ -54,12 +53,7 @@ def ray_tmp():
     end is killed (found by that dir, so nothing else on the machine is touched)."""
     tmp = tempfile.mkdtemp(prefix="sp-lc-", dir="/tmp")
     yield tmp
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if any(tmp in part for part in (p.info["cmdline"] or [])):
-                p.kill()
-        except psutil.Error:
-            pass
+    kill_processes_under(tmp)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -81,17 +75,6 @@ def wait_for(condition, proc: subprocess.Popen, timeout: float = 120) -> None:
         assert proc.poll() is None, f"the run ended first: {proc.communicate()}"
         assert time.time() < deadline, "timed out"
         time.sleep(0.05)
-
-
-def ray_processes_of(ray_tmp: str) -> list:
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if any(ray_tmp in part for part in (p.info["cmdline"] or [])):
-                found.append(p)
-        except psutil.Error:
-            pass
-    return found
 
 
 def lock_written(out: Path) -> bool:
@@ -237,9 +220,9 @@ def test_a_stopped_run_says_so_in_one_line_and_resumes(ray_session, corpus, tmp_
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
     assert not (out / LOCK).exists()
     deadline = time.time() + 20
-    while ray_processes_of(ray_tmp) and time.time() < deadline:
+    while processes_under(ray_tmp) and time.time() < deadline:
         time.sleep(0.2)
-    assert not ray_processes_of(ray_tmp), "the Ray it started was not shut down"
+    assert not processes_under(ray_tmp), "the Ray it started was not shut down"
     if sig == signal.SIGINT:  # the same command resumes it
         stats = run(config_for(corpus, out))
         assert stats["resumed"] and stats["conservation"]["holds"]
