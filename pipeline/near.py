@@ -13,7 +13,16 @@ import time
 
 from slimpipe.errors import ConfigError
 from slimpipe.io.fs import exists, join, read_json, write_json_atomic
-from slimpipe.rundir import NEAR_COMPONENTS, NEAR_DUPSETS, NEAR_EDGES, NEAR_PARTS, NEAR_PREFIX, NEAR_VERIFIED, RunDir
+from slimpipe.rundir import (
+    NEAR_COMPONENTS,
+    NEAR_DUPSETS,
+    NEAR_EDGES,
+    NEAR_PARTS,
+    NEAR_PREFIX,
+    NEAR_ROUNDS,
+    NEAR_VERIFIED,
+    RunDir,
+)
 from slimpipe.stages.minhash import MinHashParams
 from slimpipe.stages.near_dedup import (
     SurvivorOutputs,
@@ -140,7 +149,13 @@ def stage_near_dedup(rd: RunDir, chunks, config: dict, reducers: int) -> None:
     if near["verify"]:
         step("verify", lambda: _verify(rd, parts, near, reducers), *NEAR_VERIFIED)
     edges_uri = rd.uri_of(*(NEAR_VERIFIED if near["verify"] else NEAR_EDGES))
-    step("components", lambda: find_components(edges_uri, rd.uri_of(*NEAR_COMPONENTS)))
+    step(
+        "components",
+        lambda: find_components(
+            edges_uri, rd.uri_of(*NEAR_COMPONENTS), near["components_task_edges"], rd.uri_of(*NEAR_ROUNDS)
+        ),
+        *NEAR_COMPONENTS,
+    )
     nodes = rd.state["stages"]["near_dedup"]["components"]["nodes"]
     step("survivors", lambda: _survivors(rd, parts, near, nodes, reducers, config["output"]["compression_level"]))
     rd.set_stage("near_dedup", status="done")

@@ -4,6 +4,8 @@ cluster, survivor policy, resume in the middle of near-dedup, and dedup against 
 import json
 import random
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import write_jsonl
@@ -12,6 +14,7 @@ from slimpipe import cli, near
 from slimpipe.config import resolve
 from slimpipe.runner import run
 from slimpipe.stages.minhash import MinHashParams, jaccard, shingle_set
+from slimpipe.stages.near_dedup import find_components
 from slimpipe.stages.normalize import normalize_text
 
 # The web preset's near-dedup on the slimpajama preset's filters (the length rule only), so that
@@ -287,3 +290,65 @@ def test_pairs_just_above_the_threshold_are_merged_and_far_pairs_are_not(graded,
     assert banding["chosen_by"] == "target_recall" and banding["recall_at_threshold"] >= 0.98
     assert cli.main(["stats", str(out)]) == 0
     assert "17 bands x 7 rows (threshold 0.8, expected recall there 0.982" in capsys.readouterr().out
+
+
+def _edge_files(folder, u, v, files: int, seed: int = 0) -> str:
+    """Edges (u, v) shuffled into `files` Parquet files, each edge in a random orientation."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(u))
+    flip = rng.random(len(u)) < 0.5
+    a, b = np.where(flip, v, u)[order], np.where(flip, u, v)[order]
+    folder.mkdir(parents=True)
+    for i, (x, y) in enumerate(zip(np.array_split(a, files), np.array_split(b, files))):
+        pq.write_table(pa.table({"u": x, "v": y}), folder / f"part-{i:05d}.parquet")
+    return str(folder)
+
+
+def _components_of(edges_uri, out, task_edges: int) -> tuple[dict, dict]:
+    figures = find_components(edges_uri, str(out), task_edges, str(out.parent / f"{out.name}-rounds"))
+    t = pq.read_table(out)
+    return dict(zip(t["node"].to_pylist(), t["component"].to_pylist())), figures
+
+
+@pytest.mark.slow
+def test_components_in_rounds_equal_union_find_and_join_a_long_chain(ray_session, tmp_path):
+    rng = np.random.default_rng(1)
+    # a chain of 2,000 near-duplicates in shuffled node numbers, a clique, pairs, and random
+    # sparse edges among 3,000 other nodes: the chain's diameter must not set the rounds
+    chain = rng.permutation(np.arange(10_000, 12_000))
+    clique = np.arange(20_000, 20_030)
+    cu, cv = np.triu_indices(len(clique), 1)
+    sparse_u, sparse_v = rng.integers(30_000, 33_000, 2_500), rng.integers(30_000, 33_000, 2_500)
+    u = np.concatenate([chain[:-1], clique[cu], np.arange(40_000, 40_200, 2), sparse_u])
+    v = np.concatenate([chain[1:], clique[cv], np.arange(40_001, 40_201, 2), sparse_v])
+    edges = _edge_files(tmp_path / "edges", u, v, files=7)
+
+    one_task, f1 = _components_of(edges, tmp_path / "one", task_edges=10**9)
+    rounds, f2 = _components_of(edges, tmp_path / "rounds", task_edges=800)  # about 7 partitions
+    assert f1["rounds"] == 0 and 1 <= f2["rounds"] <= 20
+    assert rounds == one_task
+    assert {k: f2[k] for k in ("edges", "nodes", "components")} == {
+        "edges": len({(max(a, b), min(a, b)) for a, b in zip(u.tolist(), v.tolist()) if a != b}),
+        "nodes": f1["nodes"],
+        "components": f1["components"],
+    }
+    assert {rounds[int(n)] for n in chain} == {int(chain.min())}  # one cluster, named by its lowest node
+    assert {rounds[int(n)] for n in clique} == {20_000}
+    assert not list((tmp_path / "rounds-rounds").glob("*"))  # the rounds' edges are cleared
+
+
+@pytest.mark.slow
+def test_near_dedup_with_components_in_rounds_gives_the_same_output(ray_session, planted, near_run, tmp_path):
+    root, _, _ = planted
+    out, stats = near_run
+    forced = tmp_path / "run"
+    stats_forced = run(config_for([root / "in"], forced, "dedup.near.components_task_edges=5"))
+    state = json.loads((forced / "run.json").read_text())["stages"]["near_dedup"]["components"]
+    assert state["rounds"] >= 1
+    assert stats_forced["conservation"] == stats["conservation"]
+    for folder in ("duplicates", "clusters"):
+        assert (
+            pq.read_table(forced / folder)
+            .sort_by("id" if folder == "duplicates" else "cluster_id")
+            .equals(pq.read_table(out / folder).sort_by("id" if folder == "duplicates" else "cluster_id"))
+        )

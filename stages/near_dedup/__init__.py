@@ -5,7 +5,8 @@ component. Its steps, in order (steps.py), each a Ray step that writes where it 
                           from each bucket member to its representative                  (lsh.py)
     verify_edges          edges -> shuffle on u's part (u's text) -> shuffle on v's part (true
                           Jaccard) -> verified edges                                  (verify.py)
-    find_components       edges -> union-find on integer arrays (one task) -> (node, component)
+    find_components       edges -> union-find in one task, or rounds of large-star/small-star over Ray Data
+                          above dedup.near.components_task_edges -> (node, component)
                                                                                   (components.py)
     write_survivors       components -> shuffle on the part (id, source, bytes, signature) ->
                           shuffle on the component (survivor policy) -> duplicate rows (kind

@@ -42,17 +42,39 @@ def components(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # --- connected components in rounds (large-star / small-star, Kiveris et al. 2014) -----------
 # Edges are undirected, stored as (hi, lo) with hi > lo. A round is a large-star then a
-# small-star; each shuffles the edges on a node, so no task holds more than its partition (and
-# a node's neighbourhood). At the fixed point every component is a star around its lowest node,
-# which names it, as union-find names it; the number of rounds grows like log n, not with the
-# diameter (a chain of near-duplicates converges as fast as a clique).
+# small-star; each shuffles the edges on a node (partition_of), so no task holds more than its
+# partition and all rows of each of its nodes are in it. At the fixed point every component is a
+# star around its lowest node, which names it, as union-find names it; the number of rounds grows
+# like log n, not with the diameter (a chain of near-duplicates converges as fast as a clique).
+
+
+def partition_of(nodes: np.ndarray, partitions: int) -> np.ndarray:
+    """A node's shuffle partition: a multiplicative hash, so dense node numbers spread evenly."""
+    mixed = nodes.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    return ((mixed >> np.uint64(32)) % np.uint64(partitions)).astype(np.int64)
+
+
+def keyed(batch: pa.Table, column: str, partitions: int) -> pa.Table:
+    return batch.append_column("partition", pa.array(partition_of(batch[column].to_numpy(), partitions)))
+
+
+def edge_table(hi: np.ndarray, lo: np.ndarray) -> pa.Table:
+    """(hi, lo) edges, each once."""
+    if len(hi):
+        hi, lo = np.unique(np.stack([hi, lo], axis=1), axis=0).T
+    return pa.table({"hi": pa.array(hi, pa.int64()), "lo": pa.array(lo, pa.int64())})
 
 
 def normalised_edges(batch: pa.Table) -> pa.Table:
     """(u, v) edges of any orientation -> (hi, lo), self-loops dropped."""
     u, v = batch["u"].to_numpy(), batch["v"].to_numpy()
     keep = u != v
-    return pa.table({"hi": np.maximum(u, v)[keep], "lo": np.minimum(u, v)[keep]})
+    return edge_table(np.maximum(u, v)[keep], np.minimum(u, v)[keep])
+
+
+def distinct_edges(rows: pa.Table) -> pa.Table:
+    """A partition's edges (keyed on hi, so every copy of an edge is here), each once."""
+    return edge_table(rows["hi"].to_numpy(), rows["lo"].to_numpy())
 
 
 def both_ways(batch: pa.Table) -> pa.Table:
@@ -61,26 +83,48 @@ def both_ways(batch: pa.Table) -> pa.Table:
     return pa.table({"u": np.concatenate([hi, lo]), "v": np.concatenate([lo, hi])})
 
 
-def down_edges(batch: pa.Table) -> pa.Table:
-    """Each (hi, lo) as the directed (u=hi, v=lo): every node sees its lower neighbours."""
-    return pa.table({"u": batch["hi"], "v": batch["lo"]})
+def _least_neighbour(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows sorted by u, and for each row the least v of its u."""
+    order = np.argsort(u, kind="stable")
+    u, v = u[order], v[order]
+    starts = np.flatnonzero(np.concatenate([[True], u[1:] != u[:-1]])) if len(u) else np.zeros(0, np.int64)
+    least = np.repeat(np.minimum.reduceat(v, starts), np.diff(np.append(starts, len(u)))) if len(u) else v
+    return u, v, least
 
 
-def large_star(joined: pa.Table) -> pa.Table:
-    """(u, v, m) with m the least neighbour of u -> the edges (v, min(m, u)) for every v > u:
-    each node's higher neighbours hang from the least node around it."""
-    u, v, m = (joined[c].to_numpy() for c in ("u", "v", "m"))
+def large_star(rows: pa.Table) -> pa.Table:
+    """(u, v) rows, all of each u's: the edges (v, m) for every v > u, m the least of u and its
+    neighbours. Each node's higher neighbours hang from the least node around it."""
+    u, v, least = _least_neighbour(rows["u"].to_numpy(), rows["v"].to_numpy())
     keep = v > u
-    return pa.table({"hi": v[keep], "lo": np.minimum(m, u)[keep]})
+    return edge_table(v[keep], np.minimum(least, u)[keep])
 
 
-def small_star(joined: pa.Table) -> pa.Table:
-    """(u, v, m) with v < u and m the least such v -> the edges (v, m) and (u, m): each node and
-    its lower neighbours hang from the least of them."""
-    u, v, m = (joined[c].to_numpy() for c in ("u", "v", "m"))
-    hi, lo = np.concatenate([v, u]), np.concatenate([m, m])
+def small_star(edges: pa.Table) -> pa.Table:
+    """(hi, lo) edges, all of each hi's (copies do no harm): the edges (lo, m) and (hi, m), m the
+    least lo of its hi. Each node and its lower neighbours hang from the least of them."""
+    u, v, least = _least_neighbour(edges["hi"].to_numpy(), edges["lo"].to_numpy())
+    hi, lo = np.concatenate([v, u]), np.concatenate([least, least])
     keep = hi != lo
-    return pa.table({"hi": hi[keep], "lo": lo[keep]})
+    return edge_table(hi[keep], lo[keep])
+
+
+def edge_ends(batch: pa.Table) -> pa.Table:
+    """Each edge's two ends, as (node, is_hi)."""
+    hi, lo = batch["hi"].to_numpy(), batch["lo"].to_numpy()
+    return pa.table(
+        {"node": np.concatenate([hi, lo]), "is_hi": np.concatenate([np.ones(len(hi), bool), np.zeros(len(lo), bool)])}
+    )
+
+
+def star_breaches(ends: pa.Table) -> pa.Table:
+    """A partition's edge ends (keyed on the node): how many nodes keep the edges from being
+    stars, being the high end of two edges, or a high and a low end. None anywhere: done."""
+    node, is_hi = ends["node"].to_numpy(), ends["is_hi"].to_numpy()
+    nodes, as_hi = np.unique(node[is_hi], return_counts=True)
+    lows = np.unique(node[~is_hi])
+    breaches = int(np.sum(as_hi > 1)) + int(np.isin(nodes, lows, assume_unique=True).sum())
+    return pa.table({"breaches": [breaches]})
 
 
 def star_members(batch: pa.Table) -> pa.Table:
@@ -89,17 +133,7 @@ def star_members(batch: pa.Table) -> pa.Table:
     return pa.table({"node": np.concatenate([hi, lo]), "component": np.concatenate([lo, lo])})
 
 
-def edge_ends(batch: pa.Table) -> pa.Table:
-    """Each edge's two ends, marked as its high or its low end (summed per node by star_breaches)."""
-    hi, lo = batch["hi"].to_numpy(), batch["lo"].to_numpy()
-    ones, zeros = np.ones(len(hi), np.int64), np.zeros(len(hi), np.int64)
-    return pa.table(
-        {"node": np.concatenate([hi, lo]), "as_hi": np.concatenate([ones, zeros]), "as_lo": np.concatenate([zeros, ones])}
-    )
-
-
-def star_breaches(per_node: pa.Table) -> pa.Table:
-    """Nodes (with their sums of edge_ends) that keep the edges from being stars: one that is the
-    high end of two edges, or both a high and a low end. None left: the rounds are done."""
-    as_hi, as_lo = per_node["sum(as_hi)"].to_numpy(), per_node["sum(as_lo)"].to_numpy()
-    return pa.table({"breaches": [int(np.sum((as_hi > 1) | ((as_hi > 0) & (as_lo > 0))))]})
+def distinct_members(rows: pa.Table) -> pa.Table:
+    """A partition's (node, component) rows (keyed on the node), each node once."""
+    node, first = np.unique(rows["node"].to_numpy(), return_index=True)
+    return pa.table({"node": node, "component": rows["component"].to_numpy()[first]})

@@ -22,12 +22,25 @@ from slimpipe.io.parts import removed_lines
 from slimpipe.schemas import NEAR_COMPONENT, NEAR_MEMBER, REMOVED_LINES
 from slimpipe.stages.datasource import read_own_files
 from slimpipe.stages.minhash import MinHashParams
-from slimpipe.stages.near_dedup.components import components
+from slimpipe.stages.near_dedup.components import (
+    both_ways,
+    components,
+    distinct_edges,
+    distinct_members,
+    edge_ends,
+    keyed,
+    large_star,
+    normalised_edges,
+    small_star,
+    star_breaches,
+    star_members,
+)
 from slimpipe.stages.near_dedup.lsh import band_rows, bucket_edges
 from slimpipe.stages.near_dedup.nodes import node_numbers, part_of, row_of
 from slimpipe.stages.near_dedup.survivors import choose_survivors
 from slimpipe.stages.near_dedup.verify import attach_texts, verify
 
+MAX_ROUNDS = 100  # large-star/small-star converge in O(log^2 n) rounds at worst, about log n in practice
 MEMBER_COLUMNS = ["id", "source", "bytes_clean", "file", "line", "chunk", "minhash"]
 
 
@@ -106,8 +119,55 @@ def _components_task(edges_uri: str, out_uri: str) -> dict:
     v = np.concatenate([t["v"].to_numpy() for t in tables]) if tables else np.zeros(0, np.int64)
     nodes, comp = components(u, v)
     fs, out = resolve(out_uri)
-    write_parquet_atomic(fs, out, pa.table({"node": nodes, "component": comp}, schema=NEAR_COMPONENT))
-    return {"edges": len(u), "nodes": len(nodes), "components": int(len(np.unique(comp)))}
+    write_parquet_atomic(
+        fs, join(out, "part-00000.parquet"), pa.table({"node": nodes, "component": comp}, schema=NEAR_COMPONENT)
+    )
+    return {"edges": len(u), "nodes": len(nodes), "components": int(len(np.unique(comp))), "rounds": 0}
+
+
+def _batches(ds, fn, **kwargs) -> ray.data.Dataset:
+    return ds.map_batches(fn, fn_kwargs=kwargs, batch_format="pyarrow", batch_size=None)
+
+
+def _shuffled(ds: ray.data.Dataset, column: str, fn, partitions: int) -> ray.data.Dataset:
+    """`fn` over each partition of the rows keyed on `column` (all rows of a key in one call)."""
+    ds = _batches(ds, keyed, column=column, partitions=partitions)
+    return ds.groupby("partition", num_partitions=partitions).map_groups(
+        lambda rows: fn(rows.drop_columns(["partition"])), batch_format="pyarrow"
+    )
+
+
+def _stored(ds: ray.data.Dataset, uri: str) -> ray.data.Dataset:
+    """Write a round's edges and read them back: each round starts from files, not lineage."""
+    fs, path = resolve(uri)
+    ds.write_parquet(path, filesystem=fs)
+    return ray.data.read_parquet(path, filesystem=fs)
+
+
+def _components_in_rounds(edges_uri: str, out_uri: str, rounds_uri: str, partitions: int) -> dict:
+    fs, rounds_path = resolve(rounds_uri)
+    fs.delete_dir_contents(rounds_path, missing_dir_ok=True)  # what a killed attempt left
+    edges = _batches(read_own_files(edges_uri, _parquet_files(edges_uri), ["u", "v"]), normalised_edges)
+    edges = _stored(_shuffled(edges, "hi", distinct_edges, partitions), join(rounds_uri, "0"))
+    total = edges.count()
+    rounds = 0
+    while True:
+        rounds += 1
+        edges = _shuffled(_batches(edges, both_ways), "u", large_star, partitions)
+        edges = _shuffled(edges, "hi", small_star, partitions)  # large-star's output, keyed on hi
+        edges = _shuffled(edges, "hi", distinct_edges, partitions)
+        edges = _stored(edges, join(rounds_uri, str(rounds)))
+        fs.delete_dir(join(rounds_path, str(rounds - 1)))
+        if not _shuffled(_batches(edges, edge_ends), "node", star_breaches, partitions).sum("breaches"):
+            break
+        if rounds >= MAX_ROUNDS:
+            raise RuntimeError(f"connected components did not converge in {MAX_ROUNDS} rounds")
+    fs, out = resolve(out_uri)
+    _shuffled(_batches(edges, star_members), "node", distinct_members, partitions).write_parquet(out, filesystem=fs)
+    nodes = ray.data.read_parquet(out, filesystem=fs).count()
+    roots = nodes - edges.count()  # at the fixed point every node but a root has one edge
+    fs.delete_dir(rounds_path)
+    return {"edges": total, "nodes": nodes, "components": roots, "rounds": rounds}
 
 
 def _members_of_part(group: pa.Table, parts: list[dict], partitions: int) -> pa.Table:
@@ -210,10 +270,17 @@ def verify_edges(
     return {"candidates": sum(r["candidates"] for r in rows), "verified": sum(r["verified"] for r in rows)}
 
 
-def find_components(edges_uri: str, components_uri: str) -> dict:
-    """Connected components of the edges under `edges_uri`, in one task (compact integer arrays:
-    see components.components), written to the file `components_uri`."""
-    return ray.get(_components_task.remote(edges_uri, components_uri))
+def find_components(edges_uri: str, components_uri: str, task_edges: int, rounds_uri: str) -> dict:
+    """Connected components of the edges under `edges_uri`, as (node, component) files under
+    `components_uri`, a component named by its lowest node. At most `task_edges` edges: in one
+    task (compact integer arrays: see components.components). More: in rounds of large-star and
+    small-star over Ray Data in partitions of about `task_edges` edges, each round's edges kept
+    under `rounds_uri`, so that no task holds all edges or all nodes."""
+    fs, _ = resolve(edges_uri)
+    edges = sum(pq.ParquetFile(f, filesystem=fs).metadata.num_rows for f in _parquet_files(edges_uri))
+    if edges <= task_edges:
+        return ray.get(_components_task.remote(edges_uri, components_uri))
+    return _components_in_rounds(edges_uri, components_uri, rounds_uri, math.ceil(edges / task_edges))
 
 
 def write_survivors(
@@ -233,7 +300,7 @@ def write_survivors(
     if not nodes:
         return {"partitions": 0}
     partitions = max(1, math.ceil(nodes / 1_000_000))
-    ds = read_own_files(components_uri, [resolve(components_uri)[1]])
+    ds = read_own_files(components_uri, _parquet_files(components_uri))
     ds = ds.map_batches(_with_part_of, fn_kwargs={"side": "node"}, batch_format="pyarrow", batch_size=None)
     ds = ds.groupby("part", num_partitions=reducers).map_groups(
         _members_of_part, fn_kwargs={"parts": parts, "partitions": partitions}, batch_format="pyarrow"
