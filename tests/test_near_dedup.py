@@ -323,8 +323,12 @@ def test_components_in_rounds_equal_union_find_and_join_a_long_chain(ray_session
     v = np.concatenate([chain[1:], clique[cv], np.arange(40_001, 40_201, 2), sparse_v])
     edges = _edge_files(tmp_path / "edges", u, v, files=7)
 
+    threads = pa.cpu_count(), pa.io_thread_count()
     one_task, f1 = _components_of(edges, tmp_path / "one", task_edges=10**9)
     rounds, f2 = _components_of(edges, tmp_path / "rounds", task_edges=800)  # about 7 partitions
+    # the driver's pyarrow is left as it was (Ray's own Parquet reader resizes its thread pools,
+    # after which pyarrow's group_by fails in the driver)
+    assert (pa.cpu_count(), pa.io_thread_count()) == threads
     assert f1["rounds"] == 0 and 1 <= f2["rounds"] <= 20
     assert rounds == one_task
     assert {k: f2[k] for k in ("edges", "nodes", "components")} == {

@@ -9,6 +9,7 @@ a part, numbered by nodes.node_numbers over the parts' list, which must not chan
 from __future__ import annotations
 
 import math
+import uuid
 from typing import NamedTuple
 
 import numpy as np
@@ -137,37 +138,43 @@ def _shuffled(ds: ray.data.Dataset, column: str, fn, partitions: int) -> ray.dat
     )
 
 
-def _stored(ds: ray.data.Dataset, uri: str) -> ray.data.Dataset:
-    """Write a round's edges and read them back: each round starts from files, not lineage."""
-    fs, path = resolve(uri)
-    ds.write_parquet(path, filesystem=fs)
-    return ray.data.read_parquet(path, filesystem=fs)
+def _write_block(block: pa.Table, out_uri: str) -> pa.Table:
+    if block.num_rows:
+        fs, out = resolve(out_uri)
+        write_parquet_atomic(fs, join(out, f"part-{uuid.uuid4().hex}.parquet"), block)
+    return pa.table({"rows": [block.num_rows]})
+
+
+def _stored(ds: ray.data.Dataset, uri: str) -> tuple[ray.data.Dataset, int]:
+    """Write a dataset's blocks under `uri` and read them back (each round starts from files, not
+    lineage); and its rows. Our own reader: Ray's Parquet reader resizes pyarrow's thread pools
+    in the driver, which breaks pyarrow's group_by there later."""
+    rows = sum(r["rows"] for r in _consume(_batches(ds, _write_block, out_uri=uri)))
+    return read_own_files(uri, _parquet_files(uri)), rows
 
 
 def _components_in_rounds(edges_uri: str, out_uri: str, rounds_uri: str, partitions: int) -> dict:
     fs, rounds_path = resolve(rounds_uri)
     fs.delete_dir_contents(rounds_path, missing_dir_ok=True)  # what a killed attempt left
     edges = _batches(read_own_files(edges_uri, _parquet_files(edges_uri), ["u", "v"]), normalised_edges)
-    edges = _stored(_shuffled(edges, "hi", distinct_edges, partitions), join(rounds_uri, "0"))
-    total = edges.count()
+    edges, total = _stored(_shuffled(edges, "hi", distinct_edges, partitions), join(rounds_uri, "0"))
     rounds = 0
     while True:
         rounds += 1
         edges = _shuffled(_batches(edges, both_ways), "u", large_star, partitions)
         edges = _shuffled(edges, "hi", small_star, partitions)  # large-star's output, keyed on hi
         edges = _shuffled(edges, "hi", distinct_edges, partitions)
-        edges = _stored(edges, join(rounds_uri, str(rounds)))
+        edges, count = _stored(edges, join(rounds_uri, str(rounds)))
         fs.delete_dir(join(rounds_path, str(rounds - 1)))
-        if not _shuffled(_batches(edges, edge_ends), "node", star_breaches, partitions).sum("breaches"):
+        breaches = _shuffled(_batches(edges, edge_ends), "node", star_breaches, partitions)
+        if not sum(r["breaches"] for r in _consume(breaches)):
             break
         if rounds >= MAX_ROUNDS:
             raise RuntimeError(f"connected components did not converge in {MAX_ROUNDS} rounds")
-    fs, out = resolve(out_uri)
-    _shuffled(_batches(edges, star_members), "node", distinct_members, partitions).write_parquet(out, filesystem=fs)
-    nodes = ray.data.read_parquet(out, filesystem=fs).count()
-    roots = nodes - edges.count()  # at the fixed point every node but a root has one edge
+    _, nodes = _stored(_shuffled(_batches(edges, star_members), "node", distinct_members, partitions), out_uri)
     fs.delete_dir(rounds_path)
-    return {"edges": total, "nodes": nodes, "components": roots, "rounds": rounds}
+    # at the fixed point every node but a root has one edge
+    return {"edges": total, "nodes": nodes, "components": nodes - count, "rounds": rounds}
 
 
 def _members_of_part(group: pa.Table, parts: list[dict], partitions: int) -> pa.Table:
