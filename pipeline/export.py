@@ -74,7 +74,7 @@ def export(
         finally:
             if started:
                 ray.shutdown()
-    manifest = _manifest(settings, [out.done.read(g) for g in groups], fmt_cls, rd, state, tok)
+    manifest = _manifest(settings, out.done.read(groups), fmt_cls, rd, state, tok)
     manifest["seconds"] = round(time.time() - t0, 3)
     write_json_atomic(out.fs, out.manifest, manifest)
     return manifest

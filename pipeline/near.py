@@ -149,10 +149,12 @@ def stage_near_dedup(rd: RunDir, chunks, config: dict, reducers: int) -> None:
     if near["verify"]:
         step("verify", lambda: _verify(rd, parts, near, reducers), *NEAR_VERIFIED)
     edges_uri = rd.uri_of(*(NEAR_VERIFIED if near["verify"] else NEAR_EDGES))
+    figures = rd.state["stages"]["near_dedup"]
+    edges = figures["verify"]["verified"] if near["verify"] else figures["lsh"]["candidate_edges"]
     step(
         "components",
         lambda: find_components(
-            edges_uri, rd.uri_of(*NEAR_COMPONENTS), near["components_task_edges"], rd.uri_of(*NEAR_ROUNDS)
+            edges_uri, edges, rd.uri_of(*NEAR_COMPONENTS), near["components_task_edges"], rd.uri_of(*NEAR_ROUNDS)
         ),
         *NEAR_COMPONENTS,
     )

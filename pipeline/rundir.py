@@ -19,7 +19,16 @@ import pyarrow.fs as pafs
 from slimpipe import __version__
 from slimpipe.config import fingerprint
 from slimpipe.errors import RunConflict
-from slimpipe.io.fs import exists, join, list_files, read_json, remove_stale_tmp, resolve, write_json_atomic
+from slimpipe.io.fs import (
+    exists,
+    join,
+    list_files,
+    read_json,
+    read_json_many,
+    remove_stale_tmp,
+    resolve,
+    write_json_atomic,
+)
 from slimpipe.io.inputs import Chunk
 from slimpipe.io.parts import parse_part_file_name
 from slimpipe.runlock import LOCK, RunLock
@@ -255,11 +264,9 @@ class RunDir:
 
     def chunk_records(self) -> dict[str, int]:
         """Records read per chunk, for chunks whose read finished."""
-        out = {}
-        for info in list_files(self.fs, join(self.work, "chunks")):
-            if info.base_name.endswith(".json"):
-                out[info.base_name[:-5]] = read_json(self.fs, info.path)["records"]
-        return out
+        infos = [i for i in list_files(self.fs, join(self.work, "chunks")) if i.base_name.endswith(".json")]
+        records = read_json_many(self.fs, [i.path for i in infos])
+        return {i.base_name[:-5]: r["records"] for i, r in zip(infos, records)}
 
     def part_rows(self) -> dict[str, int]:
         """Rows covered by the parts written so far, per chunk."""
@@ -319,11 +326,8 @@ class RunDir:
         return partial(_record_shard, self.uri_of("_work"))
 
     def done_shards(self) -> dict[int, dict]:
-        out = {}
-        for info in list_files(self.fs, join(self.work, "shards")):
-            if info.base_name.endswith(".json"):
-                out[int(info.base_name[:-5])] = read_json(self.fs, info.path)
-        return out
+        infos = [i for i in list_files(self.fs, join(self.work, "shards")) if i.base_name.endswith(".json")]
+        return {int(i.base_name[:-5]): r for i, r in zip(infos, read_json_many(self.fs, [i.path for i in infos]))}
 
     def clear(self, *sub: str) -> None:
         path = join(self.path, *sub)
@@ -423,8 +427,9 @@ class Markers:
     def write(self, name: str, record: dict) -> None:
         write_json_atomic(self.fs, join(self.folder, f"{name}.json"), record)
 
-    def read(self, name: str) -> dict:
-        return read_json(self.fs, join(self.folder, f"{name}.json"))
+    def read(self, names: list[str]) -> list[dict]:
+        """The records of `names`, in order (read in bulk)."""
+        return read_json_many(self.fs, [join(self.folder, f"{name}.json") for name in names])
 
 
 class ExportDir:

@@ -125,7 +125,7 @@ def tokenize(
             if started:
                 ray.shutdown()
 
-    token_stats = _token_stats([markers.read(u["name"]) for u in units], settings)
+    token_stats = _token_stats(markers.read([u["name"] for u in units]), settings)
     stats = read_json(rd.fs, join(rd.path, STATS))
     stats["tokens"] = token_stats
     write_reports(rd, stats)

@@ -305,7 +305,8 @@ def _edge_files(folder, u, v, files: int, seed: int = 0) -> str:
 
 
 def _components_of(edges_uri, out, task_edges: int) -> tuple[dict, dict]:
-    figures = find_components(edges_uri, str(out), task_edges, str(out.parent / f"{out.name}-rounds"))
+    edges = pq.read_table(edges_uri).num_rows
+    figures = find_components(edges_uri, edges, str(out), task_edges, str(out.parent / f"{out.name}-rounds"))
     t = pq.read_table(out)
     return dict(zip(t["node"].to_pylist(), t["component"].to_pylist())), figures
 

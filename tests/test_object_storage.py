@@ -20,7 +20,14 @@ from conftest import kill_run, make_corpus, outputs, upload, write_jsonl
 from slimpipe.config import resolve
 from slimpipe.errors import ConfigError
 from slimpipe.export import export
-from slimpipe.io.fs import list_files, read_json, remove_stale_tmp, write_json_atomic, write_parquet_atomic
+from slimpipe.io.fs import (
+    list_files,
+    read_json,
+    read_json_many,
+    remove_stale_tmp,
+    write_json_atomic,
+    write_parquet_atomic,
+)
 from slimpipe.io.fs import resolve as resolve_fs
 from slimpipe.runner import run
 from slimpipe.tokens import tokenize, train_tokenizer
@@ -62,6 +69,13 @@ def test_atomic_writes_on_s3_leave_whole_objects_and_clear_temporaries(s3_server
     assert read_json(fs, f"{root}/state.json") == {"a": 1}
     assert pq.read_table(f"{root}/part.parquet", filesystem=fs)["x"].equals(big["x"])
     assert sorted(i.base_name for i in list_files(fs, root)) == ["part.parquet", "state.json"]
+
+    # completion records are read in bulk, in the order asked
+    names = [f"{root}/markers/{i:03d}.json" for i in range(70)]
+    for i, name in enumerate(names):
+        write_json_atomic(fs, name, {"records": i})
+    assert [r["records"] for r in read_json_many(fs, names[::-1])] == list(range(69, -1, -1))
+    fs.delete_dir(f"{root}/markers")
 
     # a write killed before its copy leaves only a temporary object, which resume clears
     with fs.open_output_stream(f"{root}/documents/part-00001.parquet.tmp-dead") as out:

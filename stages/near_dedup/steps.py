@@ -277,14 +277,12 @@ def verify_edges(
     return {"candidates": sum(r["candidates"] for r in rows), "verified": sum(r["verified"] for r in rows)}
 
 
-def find_components(edges_uri: str, components_uri: str, task_edges: int, rounds_uri: str) -> dict:
-    """Connected components of the edges under `edges_uri`, as (node, component) files under
-    `components_uri`, a component named by its lowest node. At most `task_edges` edges: in one
-    task (compact integer arrays: see components.components). More: in rounds of large-star and
-    small-star over Ray Data in partitions of about `task_edges` edges, each round's edges kept
-    under `rounds_uri`, so that no task holds all edges or all nodes."""
-    fs, _ = resolve(edges_uri)
-    edges = sum(pq.ParquetFile(f, filesystem=fs).metadata.num_rows for f in _parquet_files(edges_uri))
+def find_components(edges_uri: str, edges: int, components_uri: str, task_edges: int, rounds_uri: str) -> dict:
+    """Connected components of the `edges` edges under `edges_uri`, as (node, component) files
+    under `components_uri`, a component named by its lowest node. At most `task_edges` edges: in
+    one task (compact integer arrays: see components.components). More: in rounds of large-star
+    and small-star over Ray Data in partitions of about `task_edges` edges, each round's edges
+    kept under `rounds_uri`, so that no task holds all edges or all nodes."""
     if edges <= task_edges:
         return ray.get(_components_task.remote(edges_uri, components_uri))
     return _components_in_rounds(edges_uri, components_uri, rounds_uri, math.ceil(edges / task_edges))
