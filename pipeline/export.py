@@ -13,11 +13,32 @@ import ray
 
 from slimpipe.config import later_config
 from slimpipe.errors import ConfigError, RunConflict
-from slimpipe.io.fs import exists, list_files, read_json, remove_stale_tmp, write_json_atomic
-from slimpipe.rundir import EXPORT, AlreadyComplete, ExportDir, RunDir, inside, run_lock
+from slimpipe.io.fs import child_uri, exists, join, list_files, read_json, remove_stale_tmp, resolve, write_json_atomic
+from slimpipe.io.markers import Markers
+from slimpipe.rundir import EXPORT, AlreadyComplete, RunDir, inside, run_lock
 from slimpipe.stages.export import FORMATS, SPLITS, ExportFormat, export_groups
 
 log = logging.getLogger("slimpipe")
+
+
+class ExportDir:
+    """An export folder: SPLIT/GROUP.* shards, the settings of the export under way, a completion
+    record per group, and the manifest, written last."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self.fs, self.path = resolve(uri)
+        self.state = join(self.path, ".export.json")
+        self.manifest = join(self.path, "manifest.json")
+        self.done = Markers(self.fs, join(self.path, ".work"))
+
+    @staticmethod
+    def shard_name(split: str, group: str) -> str:
+        """How the manifest names a group's shard of a split (before the format's suffix)."""
+        return f"{split}/{group}"
+
+    def shard_prefix(self, split: str, group: str) -> str:
+        return child_uri(self.uri, self.path, self.shard_name(split, group))
 
 
 def _into_run(run_uri: str, fmt: str, out_uri: str | None = None, *args, **kwargs) -> bool:

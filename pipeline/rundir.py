@@ -19,17 +19,9 @@ import pyarrow.fs as pafs
 from slimpipe import __version__
 from slimpipe.config import fingerprint
 from slimpipe.errors import RunConflict
-from slimpipe.io.fs import (
-    exists,
-    join,
-    list_files,
-    read_json,
-    read_json_many,
-    remove_stale_tmp,
-    resolve,
-    write_json_atomic,
-)
+from slimpipe.io.fs import child_uri, exists, join, list_files, read_json, remove_stale_tmp, resolve, write_json_atomic
 from slimpipe.io.inputs import Chunk
+from slimpipe.io.markers import Markers
 from slimpipe.io.parts import parse_part_file_name
 from slimpipe.runlock import LOCK, RunLock
 
@@ -38,12 +30,12 @@ log = logging.getLogger("slimpipe")
 
 def _record_chunk_read(work_uri: str, chunk: Chunk, records: int) -> None:
     fs, work = resolve(work_uri)
-    write_json_atomic(fs, join(work, "chunks", f"{chunk.key}.json"), {"chunk": chunk.to_dict(), "records": records})
+    Markers(fs, join(work, "chunks")).write(chunk.key, {"chunk": chunk.to_dict(), "records": records})
 
 
 def _record_shard(work_uri: str, index: int, entry: dict) -> None:
     fs, work = resolve(work_uri)
-    write_json_atomic(fs, join(work, "shards", f"{index:05d}.json"), {**entry, "file": f"{DOCUMENTS}/{entry['file']}"})
+    Markers(fs, join(work, "shards")).write(f"{index:05d}", {**entry, "file": f"{DOCUMENTS}/{entry['file']}"})
 
 
 DOCUMENTS = "documents"
@@ -116,7 +108,7 @@ class RunDir:
 
     def uri_of(self, *parts: str) -> str:
         """A child path as the URI that workers resolve again."""
-        return _uri_of(self.uri, self.path, *parts)
+        return child_uri(self.uri, self.path, *parts)
 
     # --- run.json ---------------------------------------------------------------------------
 
@@ -264,9 +256,7 @@ class RunDir:
 
     def chunk_records(self) -> dict[str, int]:
         """Records read per chunk, for chunks whose read finished."""
-        infos = [i for i in list_files(self.fs, join(self.work, "chunks")) if i.base_name.endswith(".json")]
-        records = read_json_many(self.fs, [i.path for i in infos])
-        return {i.base_name[:-5]: r["records"] for i, r in zip(infos, records)}
+        return {key: r["records"] for key, r in Markers(self.fs, join(self.work, "chunks")).records().items()}
 
     def part_rows(self) -> dict[str, int]:
         """Rows covered by the parts written so far, per chunk."""
@@ -326,8 +316,7 @@ class RunDir:
         return partial(_record_shard, self.uri_of("_work"))
 
     def done_shards(self) -> dict[int, dict]:
-        infos = [i for i in list_files(self.fs, join(self.work, "shards")) if i.base_name.endswith(".json")]
-        return {int(i.base_name[:-5]): r for i, r in zip(infos, read_json_many(self.fs, [i.path for i in infos]))}
+        return {int(index): r for index, r in Markers(self.fs, join(self.work, "shards")).records().items()}
 
     def clear(self, *sub: str) -> None:
         path = join(self.path, *sub)
@@ -410,51 +399,6 @@ def inside(uri: str, run_uri: str) -> bool:
     fs_a, a = resolve(uri)
     fs_b, b = resolve(run_uri)
     return type(fs_a) is type(fs_b) and (a.rstrip("/") + "/").startswith(b.rstrip("/") + "/")
-
-
-class Markers:
-    """Completion records in one folder, NAME.json each: a unit with a record is done, and a
-    resumed step skips it. The driver writes them as units finish, so a killed step keeps them."""
-
-    def __init__(self, fs: pafs.FileSystem, folder: str):
-        self.fs, self.folder = fs, folder
-
-    def done(self) -> set[str]:
-        return {
-            i.base_name.removesuffix(".json") for i in list_files(self.fs, self.folder) if i.base_name.endswith(".json")
-        }
-
-    def write(self, name: str, record: dict) -> None:
-        write_json_atomic(self.fs, join(self.folder, f"{name}.json"), record)
-
-    def read(self, names: list[str]) -> list[dict]:
-        """The records of `names`, in order (read in bulk)."""
-        return read_json_many(self.fs, [join(self.folder, f"{name}.json") for name in names])
-
-
-class ExportDir:
-    """An export folder: SPLIT/GROUP.* shards, the settings of the export under way, a completion
-    record per group, and the manifest, written last."""
-
-    def __init__(self, uri: str):
-        self.uri = uri
-        self.fs, self.path = resolve(uri)
-        self.state = join(self.path, ".export.json")
-        self.manifest = join(self.path, "manifest.json")
-        self.done = Markers(self.fs, join(self.path, ".work"))
-
-    @staticmethod
-    def shard_name(split: str, group: str) -> str:
-        """How the manifest names a group's shard of a split (before the format's suffix)."""
-        return f"{split}/{group}"
-
-    def shard_prefix(self, split: str, group: str) -> str:
-        return _uri_of(self.uri, self.path, self.shard_name(split, group))
-
-
-def _uri_of(uri: str, path: str, *parts: str) -> str:
-    base = uri.rstrip("/") if "://" in uri else path
-    return join(base, *parts)
 
 
 def versions() -> dict:

@@ -16,8 +16,9 @@ from conftest import write_jsonl
 import slimpipe.io.discover as discovery
 from slimpipe.config import load_preset
 from slimpipe.errors import InputUnreadable
-from slimpipe.io.discover import InputError, discover, sniff_layout
+from slimpipe.io.discover import InputError, discover
 from slimpipe.io.inputs import PROBE_BYTES, count_newlines_in_range, input_fingerprint, plan_chunks
+from slimpipe.io.probe import sniff_layout
 
 CFG = load_preset("slimpajama")["input"]
 REJECT = {**CFG, "on_io_error": "reject"}

@@ -6,40 +6,24 @@ input.on_io_error says."""
 
 from __future__ import annotations
 
-import codecs
 import fnmatch
-import io
 import os
 import stat
-import zlib
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-import orjson
 import pyarrow.fs as pafs
-import zstandard
 
-from slimpipe.errors import ConfigError, InputUnreadable
+from slimpipe.errors import ConfigError
 from slimpipe.io.fs import resolve
 from slimpipe.io.inputs import (
-    COMPRESSIONS,
     FORMATS,
-    PROBE_BYTES,
-    InputFile,
     Inputs,
     SkippedInput,
-    file_ends,
     file_format,
-    probe_hash,
 )
-from slimpipe.io.retry import retrying
+from slimpipe.io.probe import Found, InputError, fail_if_configured, file_type, one_line, probe_all, shown, uri_of
 
 _LOCAL = pafs.LocalFileSystem()
-
-
-class InputError(InputUnreadable):
-    """An input folder or file that cannot be read while input.on_io_error is fail: one line that
-    names it, before any cluster starts (the CLI's exit status for an unreadable input, 5)."""
 
 
 def discover(paths: list[str], input_cfg: dict, output: str | None = None) -> Inputs:
@@ -52,7 +36,7 @@ def discover(paths: list[str], input_cfg: dict, output: str | None = None) -> In
     walk = _Walk(input_cfg, os.path.realpath(output) if output and "://" not in output else None)
     bases = [walk.expand(arg) for arg in paths]
     found = _unique(_rebase(walk.found, bases), walk.skipped)
-    files = _probe_all(found, input_cfg, walk.skipped)
+    files = probe_all(found, input_cfg, walk.skipped)
     skipped = sorted({(s.uri, s.reason): s for s in walk.skipped}.values(), key=lambda s: (s.uri, s.reason))
     if not files and not skipped:  # found input files that are all empty, say, are no error
         names = ", ".join(
@@ -64,23 +48,6 @@ def discover(paths: list[str], input_cfg: dict, output: str | None = None) -> In
     return Inputs(files, skipped)
 
 
-@dataclass(frozen=True)
-class _Found:
-    """An input file a walk found, before it is probed."""
-
-    fs: pafs.FileSystem
-    path: str  # inside fs
-    base: str  # the input root rel is relative to (a local path or a URI)
-    rel: str
-    source: str
-    kind: tuple[str, str | None]
-    real: tuple[int, int] | None = None  # (st_dev, st_ino) of a local file, when stat could tell
-
-    @property
-    def uri(self) -> str:
-        return _uri(self.fs, self.path)
-
-
 class _Walk:
     """The walks of all input arguments: the files they find and the paths they pass over."""
 
@@ -89,7 +56,7 @@ class _Walk:
         self.output = output  # the real path of a folder not to walk
         self.fmt = input_cfg.get("format", "auto")
         self.fixed_source = input_cfg.get("source")
-        self.found: list[_Found] = []
+        self.found: list[Found] = []
         self.skipped: list[SkippedInput] = []
 
     def expand(self, arg: str) -> str:
@@ -189,8 +156,8 @@ class _Walk:
         try:
             return sorted(os.listdir(folder))
         except OSError as exc:  # never nothing: an error, or a folder passed over that stats name
-            _fail_if_configured(self.cfg, "cannot read input folder", folder, exc)
-            self.skip(folder, "unreadable_folder", _one_line(exc))
+            fail_if_configured(self.cfg, "cannot read input folder", folder, exc)
+            self.skip(folder, "unreadable_folder", one_line(exc))
             return []
 
     def local_file(
@@ -201,12 +168,12 @@ class _Walk:
         if not _decodable(path):
             self.skip(path, "undecodable_name")
         elif st is not None and not stat.S_ISREG(st.st_mode):
-            self.skip(path, "special_file", _file_type(st.st_mode))  # never opened: a FIFO would block
+            self.skip(path, "special_file", file_type(st.st_mode))  # never opened: a FIFO would block
         elif st is not None and st.st_size == 0:
             self.skip(path, "empty_file")
         else:
             real = (st.st_dev, st.st_ino) if st is not None else None
-            self.found.append(_Found(_LOCAL, path, base, rel, source, kind, real))
+            self.found.append(Found(_LOCAL, path, base, rel, source, kind, real))
 
     # --- object stores -------------------------------------------------------------------------
 
@@ -214,36 +181,36 @@ class _Walk:
         try:
             info = fs.get_file_info(path)
         except OSError as exc:
-            raise InputError(f"cannot inspect input {arg}: {_one_line(exc)}") from exc
+            raise InputError(f"cannot inspect input {arg}: {one_line(exc)}") from exc
         if info.type == pafs.FileType.NotFound:
             raise ConfigError(f"input path does not exist: {arg}")
         if info.type != pafs.FileType.Directory:
-            base = _uri(fs, path.rsplit("/", 1)[0])
+            base = uri_of(fs, path.rsplit("/", 1)[0])
             self.remote_file(fs, info, base, info.base_name, self.source_of(path), _named_kind(path, self.fmt))
             return base
         root = path.rstrip("/")
         try:
             infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
         except OSError as exc:
-            _fail_if_configured(self.cfg, "cannot list input folder", _uri(fs, root), exc)
-            self.skip(_uri(fs, root), "unreadable_folder", _one_line(exc))
+            fail_if_configured(self.cfg, "cannot list input folder", uri_of(fs, root), exc)
+            self.skip(uri_of(fs, root), "unreadable_folder", one_line(exc))
             infos = []
         for info in sorted(infos, key=lambda i: i.path):
             if info.type == pafs.FileType.File and (kind := file_format(info.path, self.fmt)) is not None:
                 rel = info.path[len(root) + 1 :]
                 first = rel.split("/", 1)
                 source = self.fixed_source or (first[0] if len(first) > 1 else os.path.basename(root))
-                self.remote_file(fs, info, _uri(fs, root), rel, source, kind)
-        return _uri(fs, root)
+                self.remote_file(fs, info, uri_of(fs, root), rel, source, kind)
+        return uri_of(fs, root)
 
     def remote_file(self, fs, info: pafs.FileInfo, base: str, rel: str, source: str, kind) -> None:
         if info.size == 0:
-            self.skip(_uri(fs, info.path), "empty_file")
+            self.skip(uri_of(fs, info.path), "empty_file")
         else:
-            self.found.append(_Found(fs, info.path, base, rel, source, kind))
+            self.found.append(Found(fs, info.path, base, rel, source, kind))
 
     def skip(self, path: str, reason: str, detail: str = "") -> None:
-        self.skipped.append(SkippedInput(_shown(path), reason, detail))
+        self.skipped.append(SkippedInput(shown(path), reason, detail))
 
 
 def _named_kind(path: str, fmt: str) -> tuple[str, str | None]:
@@ -273,11 +240,6 @@ def _decodable(path: str) -> bool:
         return False
 
 
-def _shown(path: str) -> str:
-    """A path as people can read it: bytes that are not UTF-8 as backslash escapes."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace") if "://" not in path else path
-
-
 def _has_glob(path: str) -> bool:
     return any(ch in path for ch in "*?[")
 
@@ -286,33 +248,11 @@ def _wild_match(name: str, pattern: str) -> bool:
     return (not name.startswith(".") or pattern.startswith(".")) and fnmatch.fnmatchcase(name, pattern)
 
 
-def _file_type(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device")):
-        if test(mode):
-            return name
-    return "a block device" if stat.S_ISBLK(mode) else "not a regular file"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return " ".join(f"{type(exc).__name__}: {text}".split())
-
-
-def _fail_if_configured(input_cfg: dict, what: str, path: str, exc: BaseException) -> None:
-    """With on_io_error fail (the default) an input that cannot be read stops the run here."""
-    if input_cfg.get("on_io_error", "fail") != "reject":
-        raise InputError(f"{what} {_shown(path)}: {_one_line(exc)} (input.on_io_error: reject passes it over)")
-
-
 def _parent_name(path: str) -> str:
     return os.path.basename(os.path.dirname(path.rstrip("/"))) or "default"
 
 
-def _uri(fs: pafs.FileSystem, path: str) -> str:
-    return path if isinstance(fs, pafs.LocalFileSystem) else f"{fs.type_name}://{path}"
-
-
-def _rebase(found: list[_Found], bases: list[str]) -> list[_Found]:
+def _rebase(found: list[Found], bases: list[str]) -> list[Found]:
     """With several input roots, rels are taken from the roots' common parent, so one layout under two
     roots (/a/data/x.jsonl, /b/data/x.jsonl) gives distinct ids; one root keeps its plain rels."""
     roots = {b.rstrip("/") for b in bases}
@@ -327,162 +267,22 @@ def _rebase(found: list[_Found], bases: list[str]) -> list[_Found]:
     return out
 
 
-def _unique(found: list[_Found], skipped: list[SkippedInput]) -> list[_Found]:
-    """One _Found per real file, in uri order: a path given twice is one, and a second path to the
+def _unique(found: list[Found], skipped: list[SkippedInput]) -> list[Found]:
+    """One Found per real file, in uri order: a path given twice is one, and a second path to the
     same local file (a link, a folder given twice under two names) is passed over, naming the first."""
-    by_uri: dict[str, _Found] = {}
+    by_uri: dict[str, Found] = {}
     for f in sorted(found, key=lambda f: f.uri):  # stable: the first argument's rel and source win
         by_uri.setdefault(f.uri, f)
     first_of: dict[tuple[int, int], str] = {}
     out = []
     for f in by_uri.values():
         if f.real is not None and f.real in first_of:
-            skipped.append(SkippedInput(_shown(f.uri), "same_file", first_of[f.real]))
+            skipped.append(SkippedInput(shown(f.uri), "same_file", first_of[f.real]))
             continue
         if f.real is not None:
-            first_of[f.real] = _shown(f.uri)
+            first_of[f.real] = shown(f.uri)
         out.append(f)
     return out
 
 
 # --- probing ---------------------------------------------------------------------------------------
-
-
-class _NotAFile(Exception):
-    """A path that turned out, once opened, not to be a regular file."""
-
-
-def _probe_all(found: list[_Found], input_cfg: dict, skipped: list[SkippedInput]) -> list[InputFile]:
-    """Probe every file at once: threads, as the work is waiting on disks and object stores."""
-    if not found:
-        return []
-    pool = ThreadPoolExecutor(max_workers=min(32, len(found)))
-    try:
-        results = list(pool.map(lambda f: _probe(f, input_cfg), found))  # the first error, in uri order
-    finally:
-        pool.shutdown(cancel_futures=True)  # after an error, probe no more
-    skipped.extend(r for r in results if isinstance(r, SkippedInput))
-    return [r for r in results if isinstance(r, InputFile)]
-
-
-def _probe(f: _Found, input_cfg: dict) -> InputFile | SkippedInput:
-    """The file's size, mtime and probe hash, and how its records are laid out. One that cannot be
-    read is an error (on_io_error fail) or a file of unknown size that one read task rejects."""
-    try:
-        size, mtime_ns, head, tail = _readfile_ends(f, input_cfg)
-    except _NotAFile as exc:
-        return SkippedInput(_shown(f.uri), "special_file", str(exc))
-    except (OSError, InputUnreadable) as exc:
-        # storage's own error names the cause (InputUnreadable wraps it once an object store's retries ran out)
-        cause = exc.__cause__ if isinstance(exc, InputUnreadable) and exc.__cause__ else exc
-        _fail_if_configured(input_cfg, "cannot read input file", f.uri, cause)
-        return InputFile(f.uri, f.rel, f.source, f.kind[0], f.kind[1], size=-1)
-    if size == 0:
-        return SkippedInput(_shown(f.uri), "empty_file")
-    layout, separator = "lines", "\n"
-    if f.kind[0] == "jsonl":
-        json_name = _inner_name(f.uri).endswith(".json")
-        layout, separator = sniff_layout(*_decompressed_head(head, f.kind[1], size), json_name=json_name)
-    return InputFile(
-        f.uri,
-        f.rel,
-        f.source,
-        f.kind[0],
-        f.kind[1],
-        size,
-        mtime_ns,
-        probe_hash(head, tail),
-        layout,
-        separator,
-    )
-
-
-def _readfile_ends(f: _Found, input_cfg: dict) -> tuple[int, int, bytes, bytes]:
-    """(size, mtime_ns, first block, last block) of the raw file."""
-    if isinstance(f.fs, pafs.LocalFileSystem):
-        return _read_ends_local(f.path)
-    return retrying(lambda: _read_ends_remote(f.fs, f.path), input_cfg, f.uri)
-
-
-def _read_ends_local(path: str) -> tuple[int, int, bytes, bytes]:
-    # Non-blocking: a FIFO put in the file's place after the walk's stat opens at once, where a
-    # plain open would wait for a writer forever.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _NotAFile(_file_type(st.st_mode))
-        head, tail = file_ends(lambda n, offset: os.pread(fd, n, offset), st.st_size)
-        return st.st_size, st.st_mtime_ns, head, tail
-    finally:
-        os.close(fd)
-
-
-def _read_ends_remote(fs: pafs.FileSystem, path: str) -> tuple[int, int, bytes, bytes]:
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.NotFound:
-        raise FileNotFoundError(f"no such object: {path}")
-    with fs.open_input_file(path) as fh:
-        size = fh.size()
-        head, tail = file_ends(fh.read_at, size)
-    return size, info.mtime_ns if info.mtime_ns is not None else -1, head, tail
-
-
-def _inner_name(uri: str) -> str:
-    """The file name without a compression suffix, lower-cased."""
-    name = uri.rsplit("/", 1)[-1].lower()
-    for suffix in COMPRESSIONS:
-        name = name.removesuffix(suffix)
-    return name
-
-
-def _decompressed_head(raw: bytes, compression: str | None, size: int) -> tuple[bytes, bool]:
-    """Up to PROBE_BYTES of the file's text, and whether that is all of it. Damage ends the head early
-    (the read stage reports it)."""
-    whole = size <= PROBE_BYTES  # the raw block is the whole file
-    if compression is None:
-        return raw, whole
-    out = bytearray()
-    try:
-        if compression == "gzip":
-            d = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header
-            data = raw
-            while data and len(out) < PROBE_BYTES and not d.eof:
-                out += d.decompress(data, PROBE_BYTES - len(out))
-                data = d.unconsumed_tail
-        else:
-            reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw), read_across_frames=True)
-            while len(out) < PROBE_BYTES and (piece := reader.read(PROBE_BYTES - len(out))):
-                out += piece
-    except (zlib.error, zstandard.ZstdError):
-        pass
-    return bytes(out), whole and len(out) < PROBE_BYTES
-
-
-def sniff_layout(head: bytes, complete: bool = False, json_name: bool = False) -> tuple[str, str]:
-    """(layout, separator) from the start of a JSON-Lines-family file's text.
-
-    Layout "json" (values spread over lines, read whole) when the first line that is not blank is
-    a lone "[" or "{" (pretty-printed), or opens an array that does not close on that line; in a
-    file named .json (`json_name`), also an array on one line. A first line that is one JSON value
-    keeps a .jsonl file in lines, so one odd record never makes the whole file a document.
-    Separator "\r" only when the head holds bare carriage returns and no newline at all (old Mac
-    line ends); one newline anywhere means lines end in it (a \r before it is JSON whitespace)."""
-    head = head.removeprefix(codecs.BOM_UTF8)
-    first = head.lstrip(b" \t\r\n").replace(b"\r", b"\n").split(b"\n", 1)[0].rstrip(b" \t")
-    layout = "lines"
-    if first in (b"[", b"{") or (first.startswith(b"[") and (json_name or not _is_json_value(first))):
-        layout = "json"
-    if b"\n" in head:
-        return layout, "\n"
-    # no newline: a \r at the end of a cut head may be half of a CRLF
-    body = head if complete else head.removesuffix(b"\r")
-    return layout, "\r" if b"\r" in body else "\n"
-
-
-def _is_json_value(line: bytes) -> bool:
-    try:
-        orjson.loads(line)
-        return True
-    except orjson.JSONDecodeError:
-        return False

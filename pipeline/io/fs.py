@@ -44,6 +44,12 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
 
 
+def child_uri(uri: str, path: str, *parts: str) -> str:
+    """A child of `uri` (resolved to `path`) as a URI that any process resolves again."""
+    base = uri.rstrip("/") if "://" in uri else path
+    return join(base, *parts)
+
+
 def exists(fs: pafs.FileSystem, path: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
@@ -63,12 +69,12 @@ SINGLE_PUT_BYTES = 5 * 2**20
 def _atomic_write(fs: pafs.FileSystem, path: str, data: bytes | pa.Buffer) -> None:
     """Readers see the whole file or none of it: written under a temporary name and renamed (on
     S3, copied on the server), or on S3 sent in one PUT when it is small."""
-    if isinstance(fs, pafs.S3FileSystem):  # a key needs no folder: none is made (a PUT each)
-        if len(data) <= SINGLE_PUT_BYTES:
-            with fs.open_output_stream(path) as out:  # buffered to close (delayed open): one PUT
-                out.write(data)
-            return
-    else:
+    on_s3 = isinstance(fs, pafs.S3FileSystem)
+    if on_s3 and len(data) <= SINGLE_PUT_BYTES:
+        with fs.open_output_stream(path) as out:  # buffered to close (delayed open): one PUT
+            out.write(data)
+        return
+    if not on_s3:  # an S3 key needs no folder, and making one costs a PUT
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     with fs.open_output_stream(tmp) as out:
