@@ -17,9 +17,11 @@ from slimpipe.rundir import (
     NEAR_COMPONENTS,
     NEAR_DUPSETS,
     NEAR_EDGES,
+    NEAR_MEMBERS,
     NEAR_PARTS,
     NEAR_PREFIX,
     NEAR_ROUNDS,
+    NEAR_UNIQUE,
     NEAR_VERIFIED,
     RunDir,
 )
@@ -32,6 +34,7 @@ from slimpipe.stages.near_dedup import (
     write_survivors,
 )
 from slimpipe.stages.near_dedup.lsh import resolve_bands
+from slimpipe.stages.shuffle import Shuffle
 
 STEPS = ("lsh", "verify", "components", "survivors")
 
@@ -88,40 +91,46 @@ def banding_of(near: dict) -> dict:
         raise ConfigError(str(exc)) from None
 
 
-def _lsh(rd: RunDir, parts: list[dict], banding: dict, reducers: int) -> dict:
+def _lsh(rd: RunDir, parts: list[dict], banding: dict, shuffle: Shuffle) -> dict:
     docs = sum(p.rows for p in rd.kept_parts().values())
-    return find_candidate_edges(parts, banding, docs, reducers, rd.uri_of(*NEAR_EDGES))
+    return find_candidate_edges(parts, banding, docs, shuffle, rd.uri_of(*NEAR_EDGES))
 
 
-def _verify(rd: RunDir, parts: list[dict], near: dict, reducers: int) -> dict:
+def _verify(rd: RunDir, parts: list[dict], near: dict, candidates: int, shuffle: Shuffle) -> dict:
     threshold = near["verify_threshold"] if near["verify_threshold"] is not None else near["threshold"]
+    kept = rd.kept_parts().values()
+    text_bytes = sum(p.text_bytes for p in kept) // max(1, sum(p.rows for p in kept))
     return {
         "threshold": threshold,
         **verify_edges(
             parts,
             MinHashParams.from_config(near),
             threshold,
-            reducers,
+            candidates,
+            text_bytes,
+            shuffle,
             rd.uri_of(*NEAR_EDGES),
+            rd.uri_of(*NEAR_UNIQUE),
             rd.uri_of(*NEAR_VERIFIED),
         ),
     }
 
 
-def _survivors(rd: RunDir, parts: list[dict], near: dict, nodes: int, reducers: int, level: int) -> dict:
+def _survivors(rd: RunDir, parts: list[dict], near: dict, nodes: int, shuffle: Shuffle, level: int) -> dict:
     rd.clear_near_outputs()
     out = SurvivorOutputs(
         duplicates=rd.uri_of("duplicates"),
         clusters=rd.uri_of("clusters"),
         prefix=NEAR_PREFIX,
         removed_lines=rd.uri_of(*NEAR_DUPSETS),
+        members=rd.uri_of(*NEAR_MEMBERS),
     )
     return write_survivors(
-        parts, rd.uri_of(*NEAR_COMPONENTS), nodes, near["survivor"], near["source_priority"], reducers, out, level
+        parts, rd.uri_of(*NEAR_COMPONENTS), nodes, near["survivor"], near["source_priority"], shuffle, out, level
     )
 
 
-def stage_near_dedup(rd: RunDir, chunks, config: dict, reducers: int) -> None:
+def stage_near_dedup(rd: RunDir, chunks, config: dict, shuffle: Shuffle) -> None:
     near = config["dedup"]["near"]
     info = rd.state["stages"].get("near_dedup", {})
     if not near["enabled"] or info.get("status") == "done":
@@ -145,19 +154,24 @@ def stage_near_dedup(rd: RunDir, chunks, config: dict, reducers: int) -> None:
         done.add(name)
         rd.set_stage("near_dedup", steps_done=[s for s in STEPS if s in done], **{name: figures})
 
-    step("lsh", lambda: _lsh(rd, parts, banding, reducers), *NEAR_EDGES)
+    step("lsh", lambda: _lsh(rd, parts, banding, shuffle), *NEAR_EDGES)
+    candidates = rd.state["stages"]["near_dedup"]["lsh"]["candidate_edges"]
     if near["verify"]:
-        step("verify", lambda: _verify(rd, parts, near, reducers), *NEAR_VERIFIED)
+        step("verify", lambda: _verify(rd, parts, near, candidates, shuffle), *NEAR_VERIFIED)
     edges_uri = rd.uri_of(*(NEAR_VERIFIED if near["verify"] else NEAR_EDGES))
-    figures = rd.state["stages"]["near_dedup"]
-    edges = figures["verify"]["verified"] if near["verify"] else figures["lsh"]["candidate_edges"]
+    edges = rd.state["stages"]["near_dedup"]["verify"]["verified"] if near["verify"] else candidates
     step(
         "components",
         lambda: find_components(
-            edges_uri, edges, rd.uri_of(*NEAR_COMPONENTS), near["components_task_edges"], rd.uri_of(*NEAR_ROUNDS)
+            edges_uri,
+            edges,
+            rd.uri_of(*NEAR_COMPONENTS),
+            near["components_task_edges"],
+            rd.uri_of(*NEAR_ROUNDS),
+            shuffle,
         ),
         *NEAR_COMPONENTS,
     )
     nodes = rd.state["stages"]["near_dedup"]["components"]["nodes"]
-    step("survivors", lambda: _survivors(rd, parts, near, nodes, reducers, config["output"]["compression_level"]))
+    step("survivors", lambda: _survivors(rd, parts, near, nodes, shuffle, config["output"]["compression_level"]))
     rd.set_stage("near_dedup", status="done")

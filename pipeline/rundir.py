@@ -54,9 +54,11 @@ DECONTAMINATED = ("_work", "decontaminated")  # CHUNK.parquet: the lines of a ch
 NEAR_WORK = ("_work", "near")
 NEAR_PARTS = (*NEAR_WORK, "parts.json")  # the parts in node order, fixed at the first attempt
 NEAR_EDGES = (*NEAR_WORK, "edges")  # LSH candidate edges
+NEAR_UNIQUE = (*NEAR_WORK, "unique")  # part-P.parquet: the unique candidate edges of partition P, while verifying
 NEAR_VERIFIED = (*NEAR_WORK, "verified")  # the candidate edges that verified
 NEAR_COMPONENTS = (*NEAR_WORK, "components")  # *.parquet: (node, component)
 NEAR_ROUNDS = (*NEAR_WORK, "rounds")  # ROUND/*.parquet: the edges of each round of components in rounds
+NEAR_MEMBERS = (*NEAR_WORK, "members")  # part-P.parquet: partition P's component members, while choosing survivors
 NEAR_DUPSETS = ("_work", "near_dupsets")  # CHUNK.parquet: the lines of a chunk near-dedup removed
 NEAR_PREFIX = "near-"  # near-dedup's files among duplicates/ and clusters/
 # what the documents writer leaves out: the lines each of these removed

@@ -11,7 +11,6 @@ outputs -> statistics (Ray tasks aggregating files) -> stats.json, report.html
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import threading
@@ -19,7 +18,6 @@ import time
 from collections import Counter
 
 import ray
-from ray.data.context import ShuffleStrategy
 
 from slimpipe.errors import ConfigError, ConservationError
 from slimpipe.io import inputs as inputs_mod
@@ -45,6 +43,7 @@ from slimpipe.stages.filters import FilterStage, filter_documents
 from slimpipe.stages.minhash import sign
 from slimpipe.stages.normalize import normalize
 from slimpipe.stages.read import read_dataset
+from slimpipe.stages.shuffle import Shuffle
 from slimpipe.stages.unique_ids import make_ids_unique
 from slimpipe.stages.write import plan_shards, write_parts, write_shards
 from slimpipe.stats import collect_stats, write_reports
@@ -134,18 +133,14 @@ def _run_stages(rd: RunDir, discovered: inputs_mod.Inputs, config: dict, resumed
     was_running = ray.is_initialized()
     try:
         init_ray(config["ray"])
-        # Shuffles as plain tasks. Ray Data's default hash shuffle keeps aggregator actors holding
-        # CPUs until the whole dataset ends: three shuffles in a row (near-dedup survivors) then held
-        # more than the 2 CPUs of a small machine and the next map waited forever. Task-based sort
-        # shuffles also measured 3-8x faster on our small shuffles (exact dedup 4.2 s -> 0.5 s).
-        ray.data.DataContext.get_current().shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+        shuffle = Shuffle.for_cluster(config["ray"])
         timings: dict[str, float] = {}
         chunks = _plan(rd, discovered.files, config)
         _timed(rd, "read_clean_filter", timings, earlier, _stage_filter, rd, chunks, config)
-        _timed(rd, "exact_dedup", timings, earlier, _stage_dedup, rd, config)
-        _timed(rd, "unique_ids", timings, earlier, _stage_unique_ids, rd, config)
-        _timed(rd, "near_dedup", timings, earlier, lambda: stage_near_dedup(rd, chunks, config, _cpus()))
-        _timed(rd, "split", timings, earlier, stage_split, rd, chunks, config)
+        _timed(rd, "exact_dedup", timings, earlier, _stage_dedup, rd, config, shuffle)
+        _timed(rd, "unique_ids", timings, earlier, _stage_unique_ids, rd, config, shuffle)
+        _timed(rd, "near_dedup", timings, earlier, stage_near_dedup, rd, chunks, config, shuffle)
+        _timed(rd, "split", timings, earlier, stage_split, rd, chunks, config, shuffle)
         _timed(rd, "write", timings, earlier, _stage_write, rd, chunks, config)
         t = time.time()
         stats = collect_stats(rd, chunks, discovered)
@@ -247,15 +242,7 @@ def _stage_filter(rd: RunDir, chunks, config) -> None:
     rd.set_stage("read_clean_filter", status="done")
 
 
-def _cpus() -> int:
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
-
-
-def _reducers(partitions: int) -> int:
-    return max(1, min(partitions, _cpus()))
-
-
-def _stage_dedup(rd: RunDir, config) -> None:
+def _stage_dedup(rd: RunDir, config, shuffle: Shuffle) -> None:
     """Find exact duplicates with a shuffle of the narrow index; all or nothing on resume."""
     if rd.state["stages"].get("exact_dedup", {}).get("status") == "done":
         return
@@ -272,13 +259,11 @@ def _stage_dedup(rd: RunDir, config) -> None:
     if not config["dedup"]["exact"]["enabled"] or not parts:
         rd.set_stage("exact_dedup", status="done", partitions=0)
         return
-    # Bound each reducer's share of the index to about a million rows (~100 MB).
-    partitions = max(1, math.ceil(sum(p.rows for p in kept.values()) / 1_000_000))
-    find_exact_duplicates(
+    partitions = find_exact_duplicates(
         rd.uri_of(),
         parts,
-        partitions,
-        _reducers(partitions),
+        sum(p.rows for p in kept.values()),
+        shuffle,
         rd.uri_of("duplicates"),
         rd.uri_of(*EXACT_DUPSETS),
         config["output"]["compression_level"],
@@ -286,7 +271,7 @@ def _stage_dedup(rd: RunDir, config) -> None:
     rd.set_stage("exact_dedup", status="done", partitions=partitions)
 
 
-def _stage_unique_ids(rd: RunDir, config) -> None:
+def _stage_unique_ids(rd: RunDir, config, shuffle: Shuffle) -> None:
     """Give rows whose input id repeats a unique id; all or nothing on resume. Ids the reader
     derives (file and line) are unique already, so with no id field there is nothing to do."""
     if rd.state["stages"].get("unique_ids", {}).get("status") == "done":
@@ -296,8 +281,8 @@ def _stage_unique_ids(rd: RunDir, config) -> None:
     if not config["input"].get("id_field") or not kept:
         rd.set_stage("unique_ids", status="done", renamed=0)
         return
-    partitions = max(1, math.ceil(sum(p.rows for p in kept.values()) / 1_000_000))
-    renamed = make_ids_unique(rd.uri_of(), sorted(kept), partitions, _reducers(partitions), rd.uri_of(*ID_RENAMES))
+    rows = sum(p.rows for p in kept.values())
+    partitions, renamed = make_ids_unique(rd.uri_of(), sorted(kept), rows, shuffle, rd.uri_of(*ID_RENAMES))
     rd.set_stage("unique_ids", status="done", partitions=partitions, renamed=renamed)
 
 

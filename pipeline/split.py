@@ -13,6 +13,7 @@ from slimpipe.io.discover import discover
 from slimpipe.io.inputs import InputFile
 from slimpipe.rundir import EXACT_DUPSETS, NEAR_DUPSETS, RunDir
 from slimpipe.stages.decontaminate import step
+from slimpipe.stages.shuffle import Shuffle
 
 
 def _eval_input(config: dict) -> dict:
@@ -43,7 +44,7 @@ def _kept_documents(rd: RunDir, chunks) -> step.KeptDocuments:
     return step.KeptDocuments(parts, rd.uri_of("_work"), tuple(rd.removed_lines_uris((EXACT_DUPSETS, NEAR_DUPSETS))))
 
 
-def _decontaminate(rd: RunDir, chunks, config: dict, evals: list[InputFile], holdout: bool) -> dict:
+def _decontaminate(rd: RunDir, chunks, config: dict, evals: list[InputFile], holdout: bool, shuffle: Shuffle) -> dict:
     """The stage's figures: the index's, and what it removed."""
     split = config["split"]
     kept = _kept_documents(rd, chunks)
@@ -57,7 +58,7 @@ def _decontaminate(rd: RunDir, chunks, config: dict, evals: list[InputFile], hol
     }
     if split["max_ngram_doc_freq"] is not None and figures["ngrams"] and kept.parts:
         capped_uri = rd.split_index_uri("index", attempt)
-        figures.update(step.cap_index(kept, split, index_uri, figures["ngrams"], capped_uri))
+        figures.update(step.cap_index(kept, split, index_uri, figures["ngrams"], capped_uri, shuffle))
         index_uri = capped_uri
     figures.update(
         step.decontaminate(
@@ -72,7 +73,7 @@ def _decontaminate(rd: RunDir, chunks, config: dict, evals: list[InputFile], hol
     return figures
 
 
-def stage_split(rd: RunDir, chunks, config: dict) -> None:
+def stage_split(rd: RunDir, chunks, config: dict, shuffle: Shuffle) -> None:
     split = config["split"]
     if rd.state["stages"].get("split", {}).get("status") == "done":
         return
@@ -87,5 +88,5 @@ def stage_split(rd: RunDir, chunks, config: dict) -> None:
         status="done",
         holdout_ratio=split["holdout_ratio"],
         eval_files=len(evals),
-        **_decontaminate(rd, chunks, config, evals, holdout),
+        **_decontaminate(rd, chunks, config, evals, holdout, shuffle),
     )

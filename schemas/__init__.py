@@ -169,6 +169,21 @@ NEAR_MEMBER = pa.schema(
     + [("node", pa.int64()), ("component", pa.int64()), ("reference", pa.bool_()), ("partition", pa.int64())]
 )
 
+# Per component and partition of its members: the best member there (the policy's columns and
+# its signature), how many members and earlier runs' members, and their sources.
+NEAR_PARTIAL = pa.schema(
+    [("component", pa.int64()), ("member_partition", pa.int64()), ("size", pa.int64()), ("references", pa.int64())]
+    + [pa.field("sources", pa.list_(pa.string()))]
+    + [NEAR_MEMBER.field(name) for name in ("id", "source", "bytes", "node", "reference", "minhash")]
+)
+
+# A component's survivor, sent to each partition that holds members of the component.
+NEAR_SURVIVOR = pa.schema(
+    [("partition", pa.int64()), ("component", pa.int64()), ("cluster_id", pa.string())]
+    + [pa.field("kept_id", RECORD.field("id").type), pa.field("kept_source", RECORD.field("source").type)]
+    + [("kept_node", pa.int64()), pa.field("kept_minhash", RECORD.field("minhash").type)]
+)
+
 # A near duplicate row with its chunk, which the per-chunk removed lines are grouped by.
 NEAR_DUPLICATE = DUPLICATE.append(pa.field("chunk", pa.string()))
 

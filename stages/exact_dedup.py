@@ -12,8 +12,11 @@ import pyarrow.compute as pc
 
 from slimpipe.io.fs import join, resolve, write_parquet_atomic
 from slimpipe.schemas import DUPLICATE
+from slimpipe.stages.shuffle import Shuffle
 
 INDEX_COLUMNS = ["id", "source", "file", "line", "chunk", "bytes_clean", "text_hash"]
+INDEX_ROW_BYTES = 120  # an index row in Arrow: the hash, two ids, a source, a file name, line, chunk
+LINE_ROW_BYTES = 40  # a (chunk, line) row
 
 
 def hash_words(column: pa.ChunkedArray) -> np.ndarray:
@@ -85,26 +88,31 @@ def _write_removed_lines(lines: pa.Table, removed_uri: str) -> pa.Table:
 def find_exact_duplicates(
     parts_uri: str,
     parts: list[str],
-    partitions: int,
-    reducers: int,
+    rows: int,
+    shuffle: Shuffle,
     duplicates_uri: str,
     removed_uri: str,
     compression_level: int,
-) -> None:
-    """The narrow index of the parts, shuffled on the text hash into `partitions` (at most
-    `reducers` at once): each partition's duplicates go to DUPLICATES_URI/part-N.parquet, then
-    a shuffle on the chunk writes each chunk's removed lines to REMOVED_URI/CHUNK.parquet."""
+) -> int:
+    """The narrow index of the parts' `rows` rows, shuffled on the text hash: each partition's
+    duplicates go to DUPLICATES_URI/part-N.parquet, then a shuffle on the chunk writes each
+    chunk's removed lines to REMOVED_URI/CHUNK.parquet. Returns the partitions."""
     from slimpipe.stages.datasource import read_own_files
 
+    partitions = shuffle.partitions(rows, INDEX_ROW_BYTES)
     ds = read_own_files(parts_uri, parts, columns=INDEX_COLUMNS)
     ds = ds.map_batches(_index_partition, fn_kwargs={"partitions": partitions}, batch_format="pyarrow", batch_size=None)
-    ds = ds.groupby("partition", num_partitions=reducers).map_groups(
+    ds = shuffle.group(
+        ds,
+        "partition",
         _duplicates_of_partition,
-        fn_kwargs={"duplicates_uri": duplicates_uri, "level": compression_level},
-        batch_format="pyarrow",
+        rows,
+        INDEX_ROW_BYTES,
+        partitions,
+        duplicates_uri=duplicates_uri,
+        level=compression_level,
     )
-    ds = ds.groupby("chunk", num_partitions=reducers).map_groups(
-        _write_removed_lines, fn_kwargs={"removed_uri": removed_uri}, batch_format="pyarrow"
-    )
+    ds = shuffle.group(ds, "chunk", _write_removed_lines, rows, LINE_ROW_BYTES, removed_uri=removed_uri)
     for _ in ds.iter_batches(batch_size=None):
         pass
+    return partitions

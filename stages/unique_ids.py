@@ -17,8 +17,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from slimpipe.io.fs import join, resolve, write_parquet_atomic
+from slimpipe.stages.shuffle import Shuffle
 
 INDEX_COLUMNS = ["id", "file", "line", "chunk"]
+ID_ROW_BYTES = 80  # an index row (or a rename) in Arrow
 RENAMES = pa.schema([("line", pa.int64()), ("id", pa.string()), ("input_id", pa.string())])
 _SUFFIXES = re.compile(r"(#\d+)+$")
 
@@ -82,15 +84,15 @@ def _write_renames(renames: pa.Table, renames_uri: str) -> pa.Table:
     return pa.table({"chunk": [chunk], "renamed": [renames.num_rows]})
 
 
-def make_ids_unique(parts_uri: str, parts: list[str], partitions: int, reducers: int, renames_uri: str) -> int:
-    """Find repeated ids among the kept rows of `parts` (shuffled into `partitions`, at most
-    `reducers` at once) and write the renames of each chunk; returns the rows renamed."""
+def make_ids_unique(parts_uri: str, parts: list[str], rows: int, shuffle: Shuffle, renames_uri: str) -> tuple[int, int]:
+    """Find repeated ids among the `rows` kept rows of `parts` and write the renames of each
+    chunk; returns the partitions and the rows renamed."""
     from slimpipe.stages.datasource import read_own_files
 
+    partitions = shuffle.partitions(rows, ID_ROW_BYTES)
     ds = read_own_files(parts_uri, parts, columns=INDEX_COLUMNS)
     ds = ds.map_batches(_index_partition, fn_kwargs={"partitions": partitions}, batch_format="pyarrow", batch_size=None)
-    ds = ds.groupby("partition", num_partitions=reducers).map_groups(_renames_of_partition, batch_format="pyarrow")
-    ds = ds.groupby("chunk", num_partitions=reducers).map_groups(
-        _write_renames, fn_kwargs={"renames_uri": renames_uri}, batch_format="pyarrow"
-    )
-    return sum(int(pc.sum(b["renamed"]).as_py() or 0) for b in ds.iter_batches(batch_size=None, batch_format="pyarrow"))
+    ds = shuffle.group(ds, "partition", _renames_of_partition, rows, ID_ROW_BYTES, partitions)
+    ds = shuffle.group(ds, "chunk", _write_renames, rows, ID_ROW_BYTES, renames_uri=renames_uri)
+    batches = ds.iter_batches(batch_size=None, batch_format="pyarrow")
+    return partitions, sum(int(pc.sum(b["renamed"]).as_py() or 0) for b in batches)

@@ -256,8 +256,9 @@ def test_verification_keeps_true_pairs_and_drops_template_lookalikes(c4_docs):
     neg_a = template + " " + " ".join(c4_docs[2]["text"].split()[:120])
     neg_b = template + " " + " ".join(c4_docs[3]["text"].split()[:120])
     assert jaccard(shingle_set(base, params), shingle_set(close, params)) > 0.9
-    edges = pa.table({"u": [2, 4], "v": [1, 3], "text_u": [close, neg_b], "text_v": [base, neg_a]})
-    out = verify(edges, params, 0.8)
+    edges = pa.table({"hi": [2, 4], "lo": [1, 3]})
+    texts = pa.table({"node": [2, 1, 4, 3], "text": [close, base, neg_b, neg_a]})
+    out = verify(edges, texts, params, 0.8)
     assert out["u"].to_pylist() == [2]
     assert out["similarity"][0].as_py() > 0.9
 

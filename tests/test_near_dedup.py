@@ -15,6 +15,7 @@ from slimpipe.config import resolve
 from slimpipe.runner import run
 from slimpipe.stages.minhash import MinHashParams, jaccard, shingle_set
 from slimpipe.stages.near_dedup import find_components
+from slimpipe.stages.shuffle import Shuffle
 from slimpipe.stages.normalize import normalize_text
 
 # The web preset's near-dedup on the slimpajama preset's filters (the length rule only), so that
@@ -163,6 +164,29 @@ def test_duplicates_rows_and_clusters_agree(near_run):
     assert cross["mirror"]["crawl"] > 0  # mirror copies removed in favour of crawl originals
 
 
+def _rows(folder, key: str) -> list[dict]:
+    return pq.read_table(folder).sort_by(key).to_pylist()
+
+
+def test_many_partitions_give_the_output_of_one(ray_session, planted, near_run, tmp_path):
+    """Every shuffle forced into many partitions (the giant cluster's 150 members among them):
+    exact dedup, ids, LSH, verification and survivors write what one partition writes."""
+    root, _, _ = planted
+    out, stats = near_run
+    forced = tmp_path / "run"
+    stats_forced = run(config_for([root / "in"], forced, "ray.partition_rows=60"))
+    state = json.loads((forced / "run.json").read_text())["stages"]
+    one = json.loads((out / "run.json").read_text())["stages"]
+    assert state["exact_dedup"]["partitions"] > 1 and one["exact_dedup"]["partitions"] == 1
+    for step in ("lsh", "verify", "survivors"):
+        assert state["near_dedup"][step]["partitions"] > one["near_dedup"][step]["partitions"], step
+    assert state["near_dedup"]["verify"]["candidates"] == one["near_dedup"]["verify"]["candidates"]
+    assert stats_forced["conservation"] == stats["conservation"]
+    assert _rows(forced / "duplicates", "id") == _rows(out / "duplicates", "id")
+    assert _rows(forced / "clusters", "cluster_id") == _rows(out / "clusters", "cluster_id")
+    assert _rows(forced / "documents", "id") == _rows(out / "documents", "id")
+
+
 def test_dups_cli_shows_a_near_cluster_side_by_side(near_run, capsys):
     out, _ = near_run
     giant = [c for c in pq.read_table(out / "clusters").to_pylist() if c["kept_id"].startswith("giant-")][0]
@@ -306,7 +330,8 @@ def _edge_files(folder, u, v, files: int, seed: int = 0) -> str:
 
 def _components_of(edges_uri, out, task_edges: int) -> tuple[dict, dict]:
     edges = pq.read_table(edges_uri).num_rows
-    figures = find_components(edges_uri, edges, str(out), task_edges, str(out.parent / f"{out.name}-rounds"))
+    shuffle = Shuffle(partition_rows=2_000, partition_bytes=1 << 30, max_task_memory=1 << 30)  # many partitions
+    figures = find_components(edges_uri, edges, str(out), task_edges, str(out.parent / f"{out.name}-rounds"), shuffle)
     t = pq.read_table(out)
     return dict(zip(t["node"].to_pylist(), t["component"].to_pylist())), figures
 

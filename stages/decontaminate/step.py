@@ -15,7 +15,6 @@ A worker caches an index by its URI: give each attempt's index files new names.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -42,6 +41,7 @@ from slimpipe.stages.decontaminate.rules import (
 from slimpipe.stages.minhash import ngram_hashes
 from slimpipe.stages.normalize import normalize_text
 from slimpipe.stages.read import read_chunk
+from slimpipe.stages.shuffle import Shuffle
 from slimpipe.stages.write import rejected_rows
 
 STAGE = "decontaminate"  # its rejected rows' stage, and their files' prefix
@@ -61,6 +61,7 @@ _COLUMNS_READ = [
     "language_score",
     "quality_score",
 ]
+COUNT_ROW_BYTES = 24  # an (n-gram, count, partition) row
 _PER_CHUNK = {"batch_format": "pyarrow", "batch_size": 1}  # each item is one chunk: one task each
 
 
@@ -181,18 +182,20 @@ def _cap_index(refs: list, index_uri: str, out_uri: str) -> dict:
     return {"ngrams": len(capped.ngrams), "ngrams_ignored": ignored}
 
 
-def cap_index(kept: KeptDocuments, split: dict, index_uri: str, ngrams: int, capped_uri: str) -> dict:
+def cap_index(kept: KeptDocuments, split: dict, index_uri: str, ngrams: int, capped_uri: str, shuffle: Shuffle) -> dict:
     """Write to `capped_uri` the index of `index_uri` (holding `ngrams` n-grams) without the n-grams that
     more than split.max_ngram_doc_freq train documents contain, counted per n-gram across chunks in
     partitions of the n-grams (a shuffle); returns how many n-grams it keeps and ignores."""
-    partitions = max(1, math.ceil(ngrams / 1_000_000))  # a million n-grams per reducer, times the chunks that hold them
+    # partitions of the index's n-grams; each comes once from every chunk that holds it
+    rows = ngrams
+    partitions = shuffle.partitions(rows, COUNT_ROW_BYTES)
     ds = kept.dataset().map_batches(
         _doc_freq_of_chunks,
         fn_kwargs={"kept": kept, "index_uri": index_uri, "split": split, "partitions": partitions},
         **_PER_CHUNK,
     )
-    ds = ds.groupby("partition", num_partitions=partitions).map_groups(
-        frequent_ngrams, fn_kwargs={"max_doc_freq": split["max_ngram_doc_freq"]}, batch_format="pyarrow"
+    ds = shuffle.group(
+        ds, "partition", frequent_ngrams, rows, COUNT_ROW_BYTES, partitions, max_doc_freq=split["max_ngram_doc_freq"]
     )
     return ray.get(_cap_index.remote(ds.to_arrow_refs(), index_uri, capped_uri))
 

@@ -8,7 +8,6 @@ a part, numbered by nodes.node_numbers over the parts' list, which must not chan
 
 from __future__ import annotations
 
-import math
 import uuid
 from typing import NamedTuple
 
@@ -32,17 +31,24 @@ from slimpipe.stages.near_dedup.components import (
     keyed,
     large_star,
     normalised_edges,
+    partition_of,
     small_star,
     star_breaches,
     star_members,
 )
 from slimpipe.stages.near_dedup.lsh import band_rows, bucket_edges
 from slimpipe.stages.near_dedup.nodes import node_numbers, part_of, row_of
-from slimpipe.stages.near_dedup.survivors import choose_survivors
-from slimpipe.stages.near_dedup.verify import attach_texts, verify
+from slimpipe.stages.near_dedup.survivors import component_partials, component_survivors, duplicates_of
+from slimpipe.stages.near_dedup.verify import requests, texts_of, verify
+from slimpipe.stages.shuffle import Shuffle
 
 MAX_ROUNDS = 100  # large-star/small-star converge in O(log^2 n) rounds at worst, about log n in practice
 MEMBER_COLUMNS = ["id", "source", "bytes_clean", "file", "line", "chunk", "minhash"]
+# Rows in Arrow at each shuffle, which partitions and the memory tasks declare are sized from
+BAND_ROW_BYTES = 32  # (band, key, node, partition)
+EDGE_ROW_BYTES = 24  # (hi, lo, partition); a request (node, partition, part) likewise
+MEMBER_ROW_BYTES = 1024  # ids, source, file, chunk, line, bytes, node, component and a signature (128 x 4 bytes)
+LINE_ROW_BYTES = 40  # a (chunk, line) row
 
 
 class SurvivorOutputs(NamedTuple):
@@ -52,6 +58,7 @@ class SurvivorOutputs(NamedTuple):
     clusters: str  # cluster rows, named as the duplicates' files
     prefix: str  # of those files' names, which the folders share with other stages' files
     removed_lines: str  # per chunk, the lines removed (CHUNK.parquet)
+    members: str  # work folder: each partition's members, between choosing and naming survivors
 
 
 # --- per-block functions (run in Ray tasks) ---------------------------------------------------
@@ -78,11 +85,15 @@ def _bands_of_parts(batch: pa.Table, parts: list[dict], bands: int, rows: int, p
     )
 
 
+def _partition_file(uri: str, partition: int) -> tuple:
+    fs, path = resolve(uri)
+    return fs, join(path, f"part-{partition:05d}.parquet")
+
+
 def _edges_of_partition(rows: pa.Table, out_uri: str) -> pa.Table:
     edges = bucket_edges(rows)
     if edges.num_rows:  # no file for no edges: later shuffles then never see an empty block
-        fs, out = resolve(out_uri)
-        write_parquet_atomic(fs, join(out, f"part-{int(rows['partition'][0].as_py()):05d}.parquet"), edges)
+        write_parquet_atomic(*_partition_file(out_uri, int(rows["partition"][0].as_py())), edges)
     return pa.table({"edges": [edges.num_rows]})
 
 
@@ -90,26 +101,43 @@ def _with_part_of(batch: pa.Table, side: str) -> pa.Table:
     return batch.append_column("part", pa.array(part_of(batch[side].to_numpy()), pa.int64()))
 
 
-def _texts_of_part(group: pa.Table, parts: list[dict], side: str) -> pa.Table:
-    part = parts[int(group["part"][0].as_py())]
+def _unique_edges_of_partition(rows: pa.Table, out_uri: str) -> pa.Table:
+    """A partition of the candidate edges (keyed on hi, so all copies of an edge are here): each
+    once, kept in a file for verification; out go the texts the partition needs."""
+    partition = int(rows["partition"][0].as_py())
+    edges = distinct_edges(rows)
+    write_parquet_atomic(*_partition_file(out_uri, partition), edges)
+    return requests(edges, partition)
+
+
+def _texts_of_part(wanted: pa.Table, parts: list[dict]) -> pa.Table:
+    part = parts[int(wanted["part"][0].as_py())]
     fs, _ = resolve(part["work"])
-    texts = pq.read_table(part["path"], filesystem=fs, columns=["text"])["text"]
-    return attach_texts(group.drop_columns(["part"]), texts, side)
+    return texts_of(wanted, pq.read_table(part["path"], filesystem=fs, columns=["text"])["text"])
 
 
-def _verify_part(group: pa.Table, parts: list[dict], params: MinHashParams, threshold: float, out_uri: str) -> pa.Table:
-    """Edges whose v lies in one part: attach v's text, keep those that verify."""
-    index = int(group["part"][0].as_py())
-    verified = verify(_texts_of_part(group, parts, "v"), params, threshold)
+def _verify_partition(
+    texts: pa.Table, params: MinHashParams, threshold: float, edges_uri: str, out_uri: str
+) -> pa.Table:
+    """A partition's unique edges (from its file) and its nodes' texts: the edges that verify."""
+    partition = int(texts["partition"][0].as_py())
+    fs, path = _partition_file(edges_uri, partition)
+    edges = pq.read_table(path, filesystem=fs)
+    verified = verify(edges, texts, params, threshold)
     if verified.num_rows:
-        fs, out = resolve(out_uri)
-        write_parquet_atomic(fs, join(out, f"part-{index:08d}.parquet"), verified)
-    return pa.table({"candidates": [group.num_rows], "verified": [verified.num_rows]})
+        write_parquet_atomic(*_partition_file(out_uri, partition), verified)
+    return pa.table({"candidates": [edges.num_rows], "verified": [verified.num_rows]})
 
 
 def _parquet_files(uri: str) -> list[str]:
     fs, path = resolve(uri)
     return [i.path for i in list_files(fs, path) if i.base_name.endswith(".parquet")]
+
+
+def _clear(uri: str) -> None:
+    """Empty a work folder (what a killed attempt left)."""
+    fs, path = resolve(uri)
+    fs.delete_dir_contents(path, missing_dir_ok=True)
 
 
 @ray.remote(num_cpus=1)
@@ -130,12 +158,15 @@ def _batches(ds, fn, **kwargs) -> ray.data.Dataset:
     return ds.map_batches(fn, fn_kwargs=kwargs, batch_format="pyarrow", batch_size=None)
 
 
-def _shuffled(ds: ray.data.Dataset, column: str, fn, partitions: int) -> ray.data.Dataset:
-    """`fn` over each partition of the rows keyed on `column` (all rows of a key in one call)."""
+def _shuffled(ds: ray.data.Dataset, column: str, fn, shuffle: Shuffle, rows: int) -> ray.data.Dataset:
+    """`fn` over each partition of the `rows` edge rows keyed on `column` (all rows of a key in one call)."""
+    partitions = shuffle.partitions(rows, EDGE_ROW_BYTES)
     ds = _batches(ds, keyed, column=column, partitions=partitions)
-    return ds.groupby("partition", num_partitions=partitions).map_groups(
-        lambda rows: fn(rows.drop_columns(["partition"])), batch_format="pyarrow"
-    )
+    return shuffle.group(ds, "partition", _without_partition, rows, EDGE_ROW_BYTES, partitions, fn=fn)
+
+
+def _without_partition(rows: pa.Table, fn) -> pa.Table:
+    return fn(rows.drop_columns(["partition"]))
 
 
 def _write_block(block: pa.Table, out_uri: str) -> pa.Table:
@@ -153,36 +184,38 @@ def _stored(ds: ray.data.Dataset, uri: str) -> tuple[ray.data.Dataset, int]:
     return read_own_files(uri, _parquet_files(uri)), rows
 
 
-def _components_in_rounds(edges_uri: str, out_uri: str, rounds_uri: str, partitions: int) -> dict:
+def _components_in_rounds(edges_uri: str, edges: int, out_uri: str, rounds_uri: str, shuffle: Shuffle) -> dict:
     fs, rounds_path = resolve(rounds_uri)
-    fs.delete_dir_contents(rounds_path, missing_dir_ok=True)  # what a killed attempt left
-    edges = _batches(read_own_files(edges_uri, _parquet_files(edges_uri), ["u", "v"]), normalised_edges)
-    edges, total = _stored(_shuffled(edges, "hi", distinct_edges, partitions), join(rounds_uri, "0"))
-    rounds = 0
+    _clear(rounds_uri)
+    ds = _batches(read_own_files(edges_uri, _parquet_files(edges_uri), ["u", "v"]), normalised_edges)
+    ds, total = _stored(_shuffled(ds, "hi", distinct_edges, shuffle, edges), join(rounds_uri, "0"))
+    rounds, count = 0, total
     while True:
         rounds += 1
-        edges = _shuffled(_batches(edges, both_ways), "u", large_star, partitions)
-        edges = _shuffled(edges, "hi", small_star, partitions)  # large-star's output, keyed on hi
-        edges = _shuffled(edges, "hi", distinct_edges, partitions)
-        edges, count = _stored(edges, join(rounds_uri, str(rounds)))
+        ds = _shuffled(_batches(ds, both_ways), "u", large_star, shuffle, 2 * count)
+        ds = _shuffled(ds, "hi", small_star, shuffle, 2 * count)  # large-star's output, keyed on hi
+        ds = _shuffled(ds, "hi", distinct_edges, shuffle, 2 * count)
+        ds, count = _stored(ds, join(rounds_uri, str(rounds)))
         fs.delete_dir(join(rounds_path, str(rounds - 1)))
-        breaches = _shuffled(_batches(edges, edge_ends), "node", star_breaches, partitions)
+        breaches = _shuffled(_batches(ds, edge_ends), "node", star_breaches, shuffle, 2 * count)
         if not sum(r["breaches"] for r in _consume(breaches)):
             break
         if rounds >= MAX_ROUNDS:
             raise RuntimeError(f"connected components did not converge in {MAX_ROUNDS} rounds")
-    _, nodes = _stored(_shuffled(_batches(edges, star_members), "node", distinct_members, partitions), out_uri)
+    members = _shuffled(_batches(ds, star_members), "node", distinct_members, shuffle, 2 * count)
+    _, nodes = _stored(members, out_uri)
     fs.delete_dir(rounds_path)
     # at the fixed point every node but a root has one edge
     return {"edges": total, "nodes": nodes, "components": nodes - count, "rounds": rounds}
 
 
-def _members_of_part(group: pa.Table, parts: list[dict], partitions: int) -> pa.Table:
+def _members_of_part(group: pa.Table, parts: list[dict], member_partitions: int) -> pa.Table:
+    """Members of one part, with what the policy and the duplicate rows need, keyed on the node."""
     part = parts[int(group["part"][0].as_py())]
     fs, _ = resolve(part["work"])
     t = pq.read_table(part["path"], filesystem=fs, columns=MEMBER_COLUMNS)
     t = t.take(pa.array(row_of(group["node"].to_numpy())))
-    comp = group["component"].to_numpy()
+    node = group["node"].to_numpy()
     return pa.table(
         {
             "id": t["id"],
@@ -194,23 +227,44 @@ def _members_of_part(group: pa.Table, parts: list[dict], partitions: int) -> pa.
             "minhash": t["minhash"],
             "node": group["node"],
             "component": group["component"],
-            "reference": np.full(len(comp), part["reference"]),
-            "partition": comp % partitions,
+            "reference": np.full(len(node), part["reference"]),
+            "partition": partition_of(node, member_partitions),
         },
         schema=NEAR_MEMBER,
     )
 
 
-def _survivors_of_partition(
-    members: pa.Table, policy: str, priority: list[str], out: SurvivorOutputs, level: int
+def _partials_of_partition(members: pa.Table, policy: str, priority: list[str], members_uri: str) -> pa.Table:
+    """Keep a partition's members for the last pass; out go its best and counts per component,
+    keyed on the component."""
+    partition = int(members["partition"][0].as_py())
+    members = members.drop_columns(["partition"])
+    write_parquet_atomic(*_partition_file(members_uri, partition), members)
+    return component_partials(members, policy, priority, partition)
+
+
+def _survivors_of_components(
+    partials: pa.Table, policy: str, priority: list[str], out: SurvivorOutputs, level: int
 ) -> pa.Table:
-    dups, clusters = choose_survivors(members.drop_columns(["partition"]), policy, priority)
-    name = f"{out.prefix}{int(members['partition'][0].as_py()):05d}.parquet"
+    """A partition of the components: their cluster rows; out go their survivors, keyed on each
+    partition of members they have."""
+    partition = int(partials["partition"][0].as_py())
+    clusters, survivors = component_survivors(partials.drop_columns(["partition"]), policy, priority)
+    fs, path = resolve(out.clusters)
+    write_parquet_atomic(fs, join(path, f"{out.prefix}{partition:05d}.parquet"), clusters, level)
+    return survivors
+
+
+def _duplicates_of_partition(survivors: pa.Table, out: SurvivorOutputs, level: int) -> pa.Table:
+    """A partition's members against their survivors: its duplicate rows; out go their lines."""
+    partition = int(survivors["partition"][0].as_py())
+    fs, path = _partition_file(out.members, partition)
+    dups = duplicates_of(pq.read_table(path, filesystem=fs), survivors)
     if dups.num_rows:
         fs, path = resolve(out.duplicates)
-        write_parquet_atomic(fs, join(path, name), dups.drop_columns(["chunk"]), level)
-    fs, path = resolve(out.clusters)
-    write_parquet_atomic(fs, join(path, name), clusters, level)
+        write_parquet_atomic(
+            fs, join(path, f"{out.prefix}{partition:05d}.parquet"), dups.drop_columns(["chunk"]), level
+        )
     return dups.select(["chunk", "line"])
 
 
@@ -230,62 +284,85 @@ def _consume(ds) -> list[dict]:
 # --- the steps ------------------------------------------------------------------------------
 
 
-def find_candidate_edges(parts: list[dict], banding: dict, docs: int, reducers: int, edges_uri: str) -> dict:
+def find_candidate_edges(parts: list[dict], banding: dict, docs: int, shuffle: Shuffle, edges_uri: str) -> dict:
     """LSH: the band rows of every live signature of the parts (`docs` documents in all), a
     shuffle on the bucket, and per bucket an edge from each member to its representative, written
     under `edges_uri`."""
-    # about 5 million bucket rows (100 MB) per shuffle partition
-    partitions = max(1, math.ceil(docs * banding["bands"] / 5_000_000))
     if not parts:
         return {"partitions": 0, "candidate_edges": 0}
-    ds = ray.data.from_items(
-        [{"part": i} for i in range(len(parts))], override_num_blocks=max(1, min(len(parts), 4 * reducers))
-    )
+    rows = docs * banding["bands"]
+    partitions = shuffle.partitions(rows, BAND_ROW_BYTES)
+    ds = ray.data.from_items([{"part": i} for i in range(len(parts))], override_num_blocks=len(parts))
     ds = ds.map_batches(
         _bands_of_parts,
         fn_kwargs={"parts": parts, "bands": banding["bands"], "rows": banding["rows"], "partitions": partitions},
         batch_format="pyarrow",
         batch_size=1,
     )
-    ds = ds.groupby("partition", num_partitions=min(partitions, reducers)).map_groups(
-        _edges_of_partition, fn_kwargs={"out_uri": edges_uri}, batch_format="pyarrow"
-    )
+    ds = shuffle.group(ds, "partition", _edges_of_partition, rows, BAND_ROW_BYTES, partitions, out_uri=edges_uri)
     return {"partitions": partitions, "candidate_edges": sum(r["edges"] for r in _consume(ds))}
 
 
 def verify_edges(
-    parts: list[dict], params: MinHashParams, threshold: float, reducers: int, edges_uri: str, verified_uri: str
+    parts: list[dict],
+    params: MinHashParams,
+    threshold: float,
+    candidates: int,
+    text_bytes: int,
+    shuffle: Shuffle,
+    edges_uri: str,
+    unique_uri: str,
+    verified_uri: str,
 ) -> dict:
-    """The candidate edges under `edges_uri` whose true Jaccard reaches the threshold, written
-    under `verified_uri`: a shuffle on u's part attaches u's text, one on v's part v's text and
-    verifies."""
+    """The `candidates` candidate edges under `edges_uri` (copies included) whose true Jaccard
+    reaches the threshold, written under `verified_uri`: a shuffle on hi makes them unique (kept
+    under `unique_uri` by partition), one on the part reads the texts each partition asks for
+    (documents of about `text_bytes`), one on the partition verifies its edges with them."""
     files = _parquet_files(edges_uri)
     if not files:
-        return {"candidates": 0, "verified": 0}
-    ds = read_own_files(edges_uri, files, columns=["u", "v"])
-    ds = ds.map_batches(_with_part_of, fn_kwargs={"side": "u"}, batch_format="pyarrow", batch_size=None)
-    ds = ds.groupby("part", num_partitions=reducers).map_groups(
-        _texts_of_part, fn_kwargs={"parts": parts, "side": "u"}, batch_format="pyarrow"
+        return {"partitions": 0, "candidates": 0, "verified": 0}
+    _clear(unique_uri)
+    # a partition holds its edges and the texts of their ends
+    partitions = shuffle.partitions(candidates, EDGE_ROW_BYTES + 2 * text_bytes)
+    ds = _batches(read_own_files(edges_uri, files, columns=["u", "v"]), normalised_edges)
+    ds = _batches(ds, keyed, column="hi", partitions=partitions)
+    ds = shuffle.group(
+        ds, "partition", _unique_edges_of_partition, candidates, EDGE_ROW_BYTES, partitions, out_uri=unique_uri
     )
-    ds = ds.map_batches(_with_part_of, fn_kwargs={"side": "v"}, batch_format="pyarrow", batch_size=None)
-    ds = ds.groupby("part", num_partitions=reducers).map_groups(
-        _verify_part,
-        fn_kwargs={"parts": parts, "params": params, "threshold": threshold, "out_uri": verified_uri},
-        batch_format="pyarrow",
+    ds = _batches(ds, _with_part_of, side="node")
+    ds = shuffle.group(ds, "part", _texts_of_part, 2 * candidates, EDGE_ROW_BYTES + text_bytes, parts=parts)
+    ds = shuffle.group(
+        ds,
+        "partition",
+        _verify_partition,
+        2 * candidates,
+        EDGE_ROW_BYTES + text_bytes,
+        partitions,
+        params=params,
+        threshold=threshold,
+        edges_uri=unique_uri,
+        out_uri=verified_uri,
     )
     rows = _consume(ds)
-    return {"candidates": sum(r["candidates"] for r in rows), "verified": sum(r["verified"] for r in rows)}
+    _clear(unique_uri)
+    return {
+        "partitions": partitions,
+        "candidates": sum(r["candidates"] for r in rows),
+        "verified": sum(r["verified"] for r in rows),
+    }
 
 
-def find_components(edges_uri: str, edges: int, components_uri: str, task_edges: int, rounds_uri: str) -> dict:
+def find_components(
+    edges_uri: str, edges: int, components_uri: str, task_edges: int, rounds_uri: str, shuffle: Shuffle
+) -> dict:
     """Connected components of the `edges` edges under `edges_uri`, as (node, component) files
     under `components_uri`, a component named by its lowest node. At most `task_edges` edges: in
     one task (compact integer arrays: see components.components). More: in rounds of large-star
-    and small-star over Ray Data in partitions of about `task_edges` edges, each round's edges
-    kept under `rounds_uri`, so that no task holds all edges or all nodes."""
+    and small-star over Ray Data, each round's edges kept under `rounds_uri`, so that no task
+    holds more than its shuffle partition."""
     if edges <= task_edges:
         return ray.get(_components_task.remote(edges_uri, components_uri))
-    return _components_in_rounds(edges_uri, components_uri, rounds_uri, math.ceil(edges / task_edges))
+    return _components_in_rounds(edges_uri, edges, components_uri, rounds_uri, shuffle)
 
 
 def write_survivors(
@@ -294,29 +371,51 @@ def write_survivors(
     nodes: int,
     policy: str,
     priority: list[str],
-    reducers: int,
+    shuffle: Shuffle,
     out: SurvivorOutputs,
     level: int,
 ) -> dict:
-    """One survivor per component of the `nodes` nodes in `components_uri`, by `policy`: a
-    shuffle on the part attaches each member's id, source, bytes and signature, one on the
-    component chooses survivors and writes duplicate and cluster rows, one on the chunk writes
+    """One survivor per component of the `nodes` nodes in `components_uri`, by `policy`, a
+    component's members spread over partitions by node: a shuffle on the part attaches each
+    member's id, source, bytes and signature; one on the member partition keeps the members and
+    finds each component's best there; one on the component chooses among those and writes the
+    cluster rows; one on the member partition again writes the duplicate rows; one on the chunk
     the lines removed."""
     if not nodes:
         return {"partitions": 0}
-    partitions = max(1, math.ceil(nodes / 1_000_000))
+    _clear(out.members)
+    partitions = shuffle.partitions(nodes, MEMBER_ROW_BYTES)
     ds = read_own_files(components_uri, _parquet_files(components_uri))
-    ds = ds.map_batches(_with_part_of, fn_kwargs={"side": "node"}, batch_format="pyarrow", batch_size=None)
-    ds = ds.groupby("part", num_partitions=reducers).map_groups(
-        _members_of_part, fn_kwargs={"parts": parts, "partitions": partitions}, batch_format="pyarrow"
+    ds = _batches(ds, _with_part_of, side="node")
+    ds = shuffle.group(ds, "part", _members_of_part, nodes, MEMBER_ROW_BYTES, parts=parts, member_partitions=partitions)
+    ds = shuffle.group(
+        ds,
+        "partition",
+        _partials_of_partition,
+        nodes,
+        MEMBER_ROW_BYTES,
+        partitions,
+        policy=policy,
+        priority=priority,
+        members_uri=out.members,
     )
-    ds = ds.groupby("partition", num_partitions=min(partitions, reducers)).map_groups(
-        _survivors_of_partition,
-        fn_kwargs={"policy": policy, "priority": priority, "out": out, "level": level},
-        batch_format="pyarrow",
+    ds = _batches(ds, keyed, column="component", partitions=partitions)
+    ds = shuffle.group(
+        ds,
+        "partition",
+        _survivors_of_components,
+        nodes,
+        MEMBER_ROW_BYTES,
+        partitions,
+        policy=policy,
+        priority=priority,
+        out=out,
+        level=level,
     )
-    ds = ds.groupby("chunk", num_partitions=reducers).map_groups(
-        _write_removed_lines, fn_kwargs={"out_uri": out.removed_lines}, batch_format="pyarrow"
+    ds = shuffle.group(
+        ds, "partition", _duplicates_of_partition, nodes, MEMBER_ROW_BYTES, partitions, out=out, level=level
     )
+    ds = shuffle.group(ds, "chunk", _write_removed_lines, nodes, LINE_ROW_BYTES, out_uri=out.removed_lines)
     _consume(ds)
+    _clear(out.members)
     return {"partitions": partitions}
