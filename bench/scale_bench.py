@@ -2,7 +2,7 @@
 
 Synthetic corpora of short near-duplicate documents at 1x, 2x, 4x and 8x --docs: pages of real
 sentences (the bundled C4 sample) in blank-line paragraphs, 70% of them in families of 50 (a
-page and 49 copies with 3% of words replaced), 1% copies of one page with one word changed
+page and 49 copies with 1% of words replaced), 1% copies of one page with one word changed
 (a giant cluster that grows with the corpus), the rest unique. Each is run by `slimpipe run`
 (web preset's near-dedup: word 5-grams, xxh32, every candidate verified; filters but the length
 rule off, so that every document reaches dedup) as a separate process on every core; /proc is
@@ -111,7 +111,7 @@ def write_corpus(folder: Path, docs: int, seed: int) -> dict:
             base = page(pool, rng)
             emit(text_of(base))
             for _ in range(FAMILY - 1):
-                emit(text_of(edited(base, 0.03, vocab, rng)))
+                emit(text_of(edited(base, 0.01, vocab, rng)))
         else:
             emit(text_of(page(pool, rng)))
     out.close()
