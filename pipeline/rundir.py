@@ -45,7 +45,8 @@ EXACT_DUPSETS = ("_work", "dupsets")  # CHUNK.parquet: the lines of a chunk exac
 ID_RENAMES = ("_work", "ids")  # CHUNK.parquet: new ids of a chunk's rows whose input id repeats
 
 # the split's work, as parts of paths under the run directory; an unfinished split is redone whole
-SPLIT_WORK = ("_work", "split")  # NAME-ATTEMPT.parquet: the contaminant index files of one attempt
+SPLIT_WORK = ("_work", "split")
+SPLIT_MATCHES = (*SPLIT_WORK, "matches")  # part-P.parquet: decontamination's matches in partition P of the hashes
 DECONTAMINATED = ("_work", "decontaminated")  # CHUNK.parquet: the lines of a chunk decontamination removed
 
 
@@ -330,16 +331,12 @@ class RunDir:
 
     # --- split and decontamination ----------------------------------------------------------
 
-    def split_index_uri(self, name: str, attempt: str) -> str:
-        """_work/split/NAME-ATTEMPT.parquet: an index file of one attempt at the split."""
-        return self.uri_of(*SPLIT_WORK, f"{name}-{attempt}.parquet")
-
     def decontaminated_uri(self) -> str:
         return self.uri_of(*DECONTAMINATED)
 
     def clear_split(self, reject_stage: str) -> None:
         """Forget an earlier attempt at the split: its rejected files (REJECT_STAGE-CHUNK.parquet), the
-        lines it removed and its index files."""
+        lines it removed and its matches."""
         for info in list_files(self.fs, join(self.path, "rejected")):
             if info.base_name.startswith(f"{reject_stage}-"):
                 self.fs.delete_file(info.path)

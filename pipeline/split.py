@@ -7,11 +7,9 @@ All or nothing on resume: an interrupted split is redone whole (it is cheap besi
 
 from __future__ import annotations
 
-import uuid
-
 from slimpipe.io.discover import discover
 from slimpipe.io.inputs import InputFile
-from slimpipe.rundir import EXACT_DUPSETS, NEAR_DUPSETS, RunDir
+from slimpipe.rundir import EXACT_DUPSETS, NEAR_DUPSETS, SPLIT_MATCHES, RunDir
 from slimpipe.stages.decontaminate import step
 from slimpipe.stages.shuffle import Shuffle
 
@@ -47,30 +45,24 @@ def _kept_documents(rd: RunDir, chunks) -> step.KeptDocuments:
 def _decontaminate(rd: RunDir, chunks, config: dict, evals: list[InputFile], holdout: bool, shuffle: Shuffle) -> dict:
     """The stage's figures: the index's, and what it removed."""
     split = config["split"]
-    kept = _kept_documents(rd, chunks)
-    # Index files named for this attempt: a worker of a long-lived cluster caches the index it read
-    # by its path, and must not reuse one from an earlier attempt of the same run.
-    attempt = uuid.uuid4().hex[:12]
-    index_uri = rd.split_index_uri("contaminants", attempt)
-    figures = {
-        **step.build_index(kept, split, holdout, evals, _eval_input(config), config["clean"], index_uri),
-        "ngrams_ignored": 0,
-    }
-    if split["max_ngram_doc_freq"] is not None and figures["ngrams"] and kept.parts:
-        capped_uri = rd.split_index_uri("index", attempt)
-        figures.update(step.cap_index(kept, split, index_uri, figures["ngrams"], capped_uri, shuffle))
-        index_uri = capped_uri
-    figures.update(
-        step.decontaminate(
-            kept,
-            split,
-            index_uri,
-            rd.uri_of("rejected"),
-            rd.decontaminated_uri(),
-            config["output"]["compression_level"],
-        )
+    kept_parts = rd.kept_parts().values()
+    # a hash per document, and one per word (about 6 bytes of text) with n-grams
+    train_rows = sum(p.rows for p in kept_parts) + (sum(p.text_bytes for p in kept_parts) // 6 if split["ngram"] else 0)
+    outputs = step.DecontaminationOutputs(
+        matches=rd.uri_of(*SPLIT_MATCHES), rejected=rd.uri_of("rejected"), removed_lines=rd.decontaminated_uri()
     )
-    return figures
+    return step.decontaminate(
+        _kept_documents(rd, chunks),
+        split,
+        holdout,
+        evals,
+        _eval_input(config),
+        config["clean"],
+        train_rows,
+        shuffle,
+        outputs,
+        config["output"]["compression_level"],
+    )
 
 
 def stage_split(rd: RunDir, chunks, config: dict, shuffle: Shuffle) -> None:

@@ -127,20 +127,18 @@ def packed_schema(token_type: pa.DataType) -> pa.Schema:
 
 # --- split and decontamination: the contaminant index and what decontamination removes -------
 
-# WORK/split/*.parquet and the tables its tasks pass on: what train must not contain.
-CONTAMINANT = pa.schema(
-    [
-        ("kind", pa.string()),  # exact (normalised text) | ngram | ignored (an n-gram the cap dropped)
-        ("hash", pa.uint64()),
-        ("origin", pa.uint8()),  # bits: 1 the holdout, 2 the evaluation data (0 for ignored n-grams)
-    ]
+# Decontamination's join: a hash to check, of a contaminant (origin: bits, 1 the holdout, 2 the
+# evaluation data) or of a train document (origin 0, with its chunk and line); kind 0 is the
+# hash of a whole normalised text, 1 one of its word n-grams.
+CHECK_ROW = pa.schema(
+    [("kind", pa.int8()), ("hash", pa.uint64()), ("origin", pa.uint8()), ("chunk", pa.string()), ("line", pa.int64())]
 )
 
-# How many train documents contain a contaminant n-gram, from part of the corpus (summed per n-gram).
-NGRAM_DOC_FREQ = pa.schema([("hash", pa.uint64()), ("docs", pa.int64())])
-
-# The n-grams too common in train to be evidence of contamination.
-FREQUENT_NGRAM = pa.schema([("hash", pa.uint64())])
+# A train document (chunk, line) holding a contaminant: its kind and origins, and whether the cap
+# ignores it (an n-gram too many train documents hold).
+MATCH = pa.schema(
+    [("chunk", pa.string()), ("line", pa.int64()), ("kind", pa.int8()), ("origin", pa.uint8()), ("ignored", pa.bool_())]
+)
 
 # WORK/decontaminated/CHUNK.parquet: the lines of a chunk that decontamination removed, sorted.
 REMOVED_LINES = pa.schema([("line", pa.int64())])

@@ -15,8 +15,8 @@ from slimpipe.config import resolve
 from slimpipe.runner import run
 from slimpipe.stages.minhash import MinHashParams, jaccard, shingle_set
 from slimpipe.stages.near_dedup import find_components
-from slimpipe.stages.shuffle import Shuffle
 from slimpipe.stages.normalize import normalize_text
+from slimpipe.stages.shuffle import Shuffle
 
 # The web preset's near-dedup on the slimpajama preset's filters (the length rule only), so that
 # every planted document reaches dedup.

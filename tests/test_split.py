@@ -10,11 +10,11 @@ from slimpipe.runner import run
 from slimpipe.stages.decontaminate import (
     EVAL,
     HOLDOUT,
-    Contaminants,
     contaminant_hashes,
-    frequent_ngrams,
     holdout_mask,
-    ngram_doc_freq,
+    matches,
+    train_hashes,
+    verdicts,
 )
 from slimpipe.stages.minhash import ngram_hashes
 from slimpipe.stages.normalize import normalize_text
@@ -31,14 +31,32 @@ def test_holdout_is_deterministic_by_id_and_near_the_ratio():
 
 
 def _index(texts, ngram, origin=EVAL):
-    return Contaminants(contaminant_hashes([normalize_text(t) for t in texts], ngram, origin))
+    return contaminant_hashes([normalize_text(t) for t in texts], ngram, origin)
+
+
+def _check(index, texts, ngram, min_shared=1, max_doc_freq=None, partitions=1):
+    """The join's rules, in `partitions` partitions of the hashes as the Ray tasks see them: per
+    text its verdict or None; how many the cap spared; the index's figures."""
+    norms = [normalize_text(t) for t in texts]
+    rows = pa.concat_tables([index, train_hashes(norms, list(range(len(norms))), "c0", ngram)])
+    part = rows["hash"].to_numpy() % np.uint64(partitions)
+    found, figures = [], {}
+    for p in range(partitions):
+        m, f = matches(rows.filter(pa.array(part == p)), max_doc_freq)
+        found.append(m)
+        figures = {k: figures.get(k, 0) + v for k, v in f.items()}
+    hits, spared = verdicts(
+        pa.concat_tables(found), lambda line: len(ngram_hashes(norms[line], ngram)), ngram, min_shared
+    )
+    got = dict(hits)
+    return [got.get(i) for i in range(len(norms))], spared, figures
 
 
 def test_exact_and_ngram_contamination(c4_docs):
     eval_text = c4_docs[0]["text"]
     quote = " ".join(eval_text.split()[20:40])
     index = _index([eval_text], 13)
-    check = lambda t, min_shared=1: index.check(normalize_text(t), 13, min_shared)  # noqa: E731
+    check = lambda t, min_shared=1: _check(index, [t], 13, min_shared)[0][0]  # noqa: E731
     assert check(eval_text.upper()) == (
         "decontaminate.exact",
         1.0,  # the same once normalised
@@ -50,16 +68,13 @@ def test_exact_and_ngram_contamination(c4_docs):
     assert check(c4_docs[5]["text"] + "\n" + quote, min_shared=9) is None  # fewer than asked for
     assert check(c4_docs[5]["text"]) is None
     assert check(" ".join(eval_text.split()[20:32])) is None  # 12 words: shorter than one 13-gram
-    exact_only = _index([eval_text], 0)
-    assert exact_only.check(normalize_text(quote), 0) is None
+    assert _check(_index([eval_text], 0), [quote], 0)[0] == [None]
     # a text in both the holdout (its n-grams asked for) and the evaluation data: the detail names both
-    both = Contaminants(
-        pa.concat_tables([contaminant_hashes([normalize_text(eval_text)], 13, origin) for origin in (HOLDOUT, EVAL)])
-    )
-    assert both.check(normalize_text(eval_text), 13)[2] == (
+    both = pa.concat_tables([contaminant_hashes([normalize_text(eval_text)], 13, origin) for origin in (HOLDOUT, EVAL)])
+    assert _check(both, [eval_text], 13)[0][0][2] == (
         "the same normalised text as a document in the holdout and the evaluation data"
     )
-    assert both.check(normalize_text(quote), 13)[2].endswith(
+    assert _check(both, [quote], 13)[0][0][2].endswith(
         "with the holdout and the evaluation data (8 with the holdout, 8 with the evaluation data)"
     )
 
@@ -111,32 +126,24 @@ def test_document_frequency_cap_ignores_template_ngrams(c4_docs):
     item = _page(SITES[0], c4_docs[590]["text"])
     copier = _page(SITES[1], c4_docs[591]["text"] + "\n" + _words(c4_docs[590]["text"], 10, 40))
     index = _index([item], 13)
-    norms = [normalize_text(p["text"]) for p in pages] + [normalize_text(copier)]
-    grams = [ngram_hashes(n, 13) for n in norms]
-    whole = ngram_doc_freq(grams, index.ngrams)
-    # each document counts once per n-gram it holds; n-grams no document holds are left out
-    assert ngram_doc_freq([grams[0], grams[0]], index.ngrams)["docs"].to_pylist() == [2] * len(
-        np.intersect1d(grams[0], index.ngrams)
-    )
-    # the quoted words on one page, the site's own template on its 15, the legal lines every site carries on all 46
-    assert set(whole["docs"].to_pylist()) == {1, 15, 46}
-    frequent = frequent_ngrams(whole, 10)["hash"].to_numpy()
-    assert len(frequent) == sum(d > 10 for d in whole["docs"].to_pylist()) > 0
-    # counted in two parts (as the Ray tasks count chunks) and summed per n-gram: the same n-grams
-    parts = pa.concat_tables([ngram_doc_freq(grams[:20], index.ngrams), ngram_doc_freq(grams[20:], index.ngrams)])
-    assert sorted(frequent_ngrams(parts, 10)["hash"].to_pylist()) == sorted(frequent.tolist())
-    assert len(frequent_ngrams(ngram_doc_freq(grams[20:], index.ngrams), 10)) < len(frequent)
-    riverside = [n for n, p in zip(norms, pages) if p["site"] == SITES[0]]
-    # uncapped, every page of the item's site shares its template; capped, only the copier matches
-    assert all(index.check(n, 13) for n in riverside)
-    ignored = index.ignore(frequent)
-    assert ignored == len(frequent) and not np.isin(frequent, index.ngrams).any()
-    assert not any(index.check(n, 13) for n in riverside)
-    assert all(index.spared(n, 13) for n in riverside)  # counted in stats: what the cap let through
-    assert index.check(normalize_text(copier), 13)[:2] == ("decontaminate.ngram", 40 - 13 + 1)
-    assert index.ignore(frequent) == 0
-    reread = Contaminants(index.table())  # as the workers read it back
-    assert np.array_equal(reread.ignored, index.ignored) and reread.spared(riverside[0], 13)
+    texts = [p["text"] for p in pages] + [copier]
+    riverside = [i for i, p in enumerate(pages) if p["site"] == SITES[0]]
+    # uncapped, every page of the item's site shares its template
+    uncapped, spared, figures = _check(index, texts, 13)
+    assert all(uncapped[i] for i in riverside) and spared == 0 and figures["ngrams_ignored"] == 0
+    # capped, only the copier matches: the site's own template is on its 15 pages, the legal
+    # lines every site carries on all 46, each counted once per page that holds it
+    capped, spared, figures = _check(index, texts, 13, max_doc_freq=10)
+    assert not any(capped[i] for i in riverside)
+    assert spared == len(pages)  # every page shares the legal lines; counted in stats
+    assert capped[-1][:2] == ("decontaminate.ngram", 40 - 13 + 1)
+    item_grams = len(ngram_hashes(normalize_text(item), 13))
+    assert figures["ngrams_ignored"] > 0 and figures["ngrams"] + figures["ngrams_ignored"] == item_grams
+    assert figures["exact_hashes"] == 1
+    # a page of the item's site is no longer spared with a cap above its 15 copies of the template
+    assert sum(v is not None for v in _check(index, texts, 13, max_doc_freq=20)[0]) == len(riverside) + 1
+    # the hashes cut into partitions as the Ray tasks see them: the same verdicts and figures
+    assert _check(index, texts, 13, max_doc_freq=10, partitions=7) == (capped, spared, figures)
 
 
 def test_templated_crawl_keeps_holdout_siblings_and_removes_eval_copies(ray_session, c4_docs, tmp_path):
@@ -193,7 +200,18 @@ def test_templated_crawl_keeps_holdout_siblings_and_removes_eval_copies(ray_sess
     assert stats["conservation"]["holds"]
     # what the old rule (the holdout's 13-grams, no cap) would have done to the same crawl
     old = _index([p["text"] for p in pages if p["id"] in holdout], 13, HOLDOUT)
-    assert all(old.check(normalize_text(p["text"]), 13) for p in pages if p["id"] not in holdout)
+    assert all(_check(old, [p["text"] for p in pages if p["id"] not in holdout], 13)[0])
+    # the join's hashes forced into many partitions: the same documents go, for the same reasons
+    config["output"]["path"] = str(tmp_path / "forced")
+    config["ray"]["partition_rows"] = 500
+    forced = run(config)
+    figures = lambda s: {k: v for k, v in s["split"].items() if k != "seconds"}  # noqa: E731
+    assert figures(forced) == figures(stats)
+    assert (
+        pq.read_table(tmp_path / "forced" / "rejected")
+        .sort_by("id")
+        .equals(pq.read_table(tmp_path / "run" / "rejected").sort_by("id"))
+    )
 
 
 def test_holdout_ngrams_when_asked_end_to_end(ray_session, c4_docs, tmp_path):

@@ -4,21 +4,21 @@
 from slimpipe.stages.decontaminate.rules import (
     EVAL,
     HOLDOUT,
-    Contaminants,
     contaminant_hashes,
-    frequent_ngrams,
     holdout_mask,
-    ngram_doc_freq,
+    matches,
     split_names,
+    train_hashes,
+    verdicts,
 )
 
 __all__ = [
     "EVAL",
     "HOLDOUT",
-    "Contaminants",
     "contaminant_hashes",
-    "frequent_ngrams",
     "holdout_mask",
-    "ngram_doc_freq",
+    "matches",
     "split_names",
+    "train_hashes",
+    "verdicts",
 ]

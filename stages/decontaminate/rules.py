@@ -14,22 +14,25 @@ An n-gram that more than `max_ngram_doc_freq` train documents contain (a templat
 legal text, a common phrase) is not evidence that a page copied the evaluation data: it is
 ignored. The n-grams are 64-bit hashes; a text shorter than one n-gram counts as one n-gram
 of itself.
+
+The check is a join on the hash: contaminants and every train document's hashes meet in shuffle
+partitions of the hashes (matches), where each n-gram's train documents are counted for the cap;
+the matches then meet per chunk (verdicts). No task holds the whole index.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from slimpipe.schemas import CONTAMINANT, FREQUENT_NGRAM, NGRAM_DOC_FREQ
+from slimpipe.schemas import CHECK_ROW, MATCH
 from slimpipe.stages.minhash import ngram_hashes
 from slimpipe.stages.normalize import text_hash
 
-HOLDOUT, EVAL = 1, 2  # where a contaminant came from, as bits: one text may be in both
+HOLDOUT, EVAL = 1, 2  # where a contaminant came from, as bits: one text may be in both (0: a train document)
+EXACT, NGRAM = 0, 1  # what a hash is of: a whole normalised text, or one of its word n-grams
 _ORIGIN_NAMES = ((HOLDOUT, "the holdout"), (EVAL, "the evaluation data"))
 
 
@@ -52,22 +55,52 @@ def exact_hash(norm_text: str) -> np.uint64:
     return np.uint64(int.from_bytes(text_hash(norm_text)[:8], "little"))
 
 
+def _check_rows(kind: np.ndarray, hashes: np.ndarray, origin: np.ndarray, chunk: str | None, lines) -> pa.Table:
+    return pa.table(
+        {
+            "kind": pa.array(kind, pa.int8()),
+            "hash": pa.array(hashes, pa.uint64()),
+            "origin": pa.array(origin, pa.uint8()),
+            "chunk": pa.array([chunk] * len(hashes), pa.string()),
+            "line": pa.array(lines, pa.int64()),
+        },
+        schema=CHECK_ROW,
+    )
+
+
+def _kinds(exact: int, grams: int) -> np.ndarray:
+    return np.concatenate([np.full(exact, EXACT, np.int8), np.full(grams, NGRAM, np.int8)])
+
+
 def contaminant_hashes(norm_texts: list[str], ngram: int, origin: int) -> pa.Table:
-    """What train must not contain, from some holdout or evaluation texts: rows of (kind, hash,
-    origin); `ngram` 0 gives the exact hashes alone."""
+    """What train must not contain, from some holdout or evaluation texts: their exact hashes
+    and distinct n-grams as CHECK_ROW rows of that origin; `ngram` 0 gives the exact hashes alone."""
     exact = np.array([exact_hash(t) for t in norm_texts], np.uint64)
     grams = (
         np.unique(np.concatenate([ngram_hashes(t, ngram) for t in norm_texts]))
         if ngram and norm_texts
         else np.zeros(0, np.uint64)
     )
-    return pa.table(
-        {
-            "kind": pa.array(["exact"] * len(exact) + ["ngram"] * len(grams), pa.string()),
-            "hash": pa.array(np.concatenate([exact, grams]), pa.uint64()),
-            "origin": pa.array(np.full(len(exact) + len(grams), origin, np.uint8)),
-        },
-        schema=CONTAMINANT,
+    n = len(exact) + len(grams)
+    return _check_rows(
+        _kinds(len(exact), len(grams)), np.concatenate([exact, grams]), np.full(n, origin), None, [-1] * n
+    )
+
+
+def train_hashes(norm_texts: list[str], lines: list[int], chunk: str, ngram: int) -> pa.Table:
+    """What a chunk's train documents are checked by: each one's exact hash and its distinct
+    n-grams, as CHECK_ROW rows of origin 0 naming the document (chunk, line)."""
+    exact = np.array([exact_hash(t) for t in norm_texts], np.uint64)
+    per_doc = [ngram_hashes(t, ngram) for t in norm_texts] if ngram else []
+    grams = np.concatenate(per_doc) if per_doc else np.zeros(0, np.uint64)
+    gram_lines = np.repeat(np.array(lines, np.int64), [len(g) for g in per_doc]) if per_doc else np.zeros(0, np.int64)
+    n = len(exact) + len(grams)
+    return _check_rows(
+        _kinds(len(exact), len(grams)),
+        np.concatenate([exact, grams]),
+        np.zeros(n, np.uint8),
+        chunk,
+        np.concatenate([np.array(lines, np.int64), gram_lines]),
     )
 
 
@@ -79,94 +112,79 @@ def _distinct(hashes: np.ndarray, origins: np.ndarray) -> tuple[np.ndarray, np.n
     return keys, merged
 
 
-def _positions(index: np.ndarray, grams: np.ndarray) -> np.ndarray:
-    """Where those of `grams` that the sorted `index` holds sit in it."""
+def _found(index: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each of `hashes`: whether the sorted `index` holds it, and where."""
     if not len(index):
-        return np.zeros(0, np.int64)
-    pos = np.minimum(np.searchsorted(index, grams), len(index) - 1)
-    return pos[index[pos] == grams]
+        return np.zeros(len(hashes), bool), np.zeros(len(hashes), np.int64)
+    pos = np.minimum(np.searchsorted(index, hashes), len(index) - 1)
+    return index[pos] == hashes, pos
 
 
-def ngram_doc_freq(doc_grams: Iterable[np.ndarray], ngrams: np.ndarray) -> pa.Table:
-    """How many of the documents (each given by its distinct n-gram hashes) contain each of the
-    sorted `ngrams`: rows of (hash, docs), leaving out the n-grams none of them contains. Sums of
-    these over parts of a corpus are its document frequencies."""
-    counts = np.zeros(len(ngrams), np.uint32)
-    for grams in doc_grams:
-        counts[_positions(ngrams, grams)] += 1  # a document's n-grams are distinct: one count each
-    found = np.flatnonzero(counts)
-    return pa.table(
-        {"hash": pa.array(ngrams[found], pa.uint64()), "docs": pa.array(counts[found], pa.int64())},
-        schema=NGRAM_DOC_FREQ,
-    )
-
-
-def frequent_ngrams(doc_freq: pa.Table, max_doc_freq: int) -> pa.Table:
-    """The n-grams that more than `max_doc_freq` documents contain, from the (hash, docs) rows of
-    parts of a corpus (summed here per n-gram)."""
-    summed = doc_freq.group_by("hash").aggregate([("docs", "sum")])
-    return summed.filter(pc.greater(summed["docs_sum"], max_doc_freq)).select(["hash"]).cast(FREQUENT_NGRAM)
-
-
-class Contaminants:
-    """The merged index: sorted distinct exact hashes and n-gram hashes, each with its origins."""
-
-    def __init__(self, table: pa.Table):
-        kind = table["kind"].to_numpy(zero_copy_only=False)
-        hashes, origins = table["hash"].to_numpy(), table["origin"].to_numpy()
-        self.exact, self.exact_origin = _distinct(hashes[kind == "exact"], origins[kind == "exact"])
-        self.ngrams, self.ngram_origin = _distinct(hashes[kind == "ngram"], origins[kind == "ngram"])
-        self.ignored = np.unique(hashes[kind == "ignored"])  # dropped by the cap: kept to count what they spare
-
-    def table(self) -> pa.Table:
-        kinds = ["exact"] * len(self.exact) + ["ngram"] * len(self.ngrams) + ["ignored"] * len(self.ignored)
-        return pa.table(
-            {
-                "kind": pa.array(kinds, pa.string()),
-                "hash": pa.array(np.concatenate([self.exact, self.ngrams, self.ignored]), pa.uint64()),
-                "origin": pa.array(
-                    np.concatenate([self.exact_origin, self.ngram_origin, np.zeros(len(self.ignored), np.uint8)]),
-                    pa.uint8(),
-                ),
-            },
-            schema=CONTAMINANT,
-        )
-
-    def ignore(self, frequent: np.ndarray) -> int:
-        """Drop these n-grams (too common in train to be evidence); returns how many it held."""
-        keep = ~np.isin(self.ngrams, frequent)
-        self.ignored = np.union1d(self.ignored, self.ngrams[~keep])
-        self.ngrams, self.ngram_origin = self.ngrams[keep], self.ngram_origin[keep]
-        return int(np.count_nonzero(~keep))
-
-    def spared(self, norm_text: str, ngram: int) -> bool:
-        """Whether this text shares n-grams the cap ignored: with no verdict from `check`, a
-        document the cap spared (boilerplate, or an item copied onto many pages)."""
-        return bool(ngram and len(self.ignored) and len(_positions(self.ignored, ngram_hashes(norm_text, ngram))))
-
-    def check(self, norm_text: str, ngram: int, min_shared: int = 1) -> tuple[str, float, str] | None:
-        """(reason, value, detail) if this train text is contaminated, else None."""
-        exact = _positions(self.exact, np.array([exact_hash(norm_text)], np.uint64))
-        if len(exact):
-            return (
-                "decontaminate.exact",
-                1.0,
-                (f"the same normalised text as a document in {_origins(self.exact_origin[exact[0]])}"),
+def matches(rows: pa.Table, max_doc_freq: int | None) -> tuple[pa.Table, dict]:
+    """CHECK_ROW rows holding every row of their hashes (one shuffle partition: contaminants and
+    train documents alike) -> MATCH rows, one per train document and contaminant it holds, and
+    this partition's figures. An n-gram that more than `max_doc_freq` train documents hold is
+    ignored (its matches kept, marked, to count the documents the cap spared)."""
+    kind, hashes = rows["kind"].to_numpy(), rows["hash"].to_numpy()
+    origin = rows["origin"].to_numpy()
+    train = origin == 0
+    out, figures = [], {"exact_hashes": 0, "ngrams": 0, "ngrams_ignored": 0}
+    for k, name in ((EXACT, "exact_hashes"), (NGRAM, "ngrams")):
+        index, index_origin = _distinct(hashes[~train & (kind == k)], origin[~train & (kind == k)])
+        rows_k = np.flatnonzero(train & (kind == k))
+        hit, pos = _found(index, hashes[rows_k])
+        rows_k, pos = rows_k[hit], pos[hit]
+        ignored = np.zeros(len(index), bool)
+        if k == NGRAM and max_doc_freq is not None:  # train rows are distinct per document and n-gram
+            ignored = np.bincount(pos, minlength=len(index)) > max_doc_freq
+            figures["ngrams_ignored"] = int(ignored.sum())
+        figures[name] = len(index) - int(ignored.sum())
+        out.append(
+            pa.table(
+                {
+                    "chunk": rows["chunk"].take(pa.array(rows_k, pa.int64())),
+                    "line": rows["line"].take(pa.array(rows_k, pa.int64())),
+                    "kind": pa.array(np.full(len(rows_k), k, np.int8)),
+                    "origin": pa.array(index_origin[pos], pa.uint8()),
+                    "ignored": pa.array(ignored[pos]),
+                },
+                schema=MATCH,
             )
-        if not ngram or not len(self.ngrams):
-            return None
-        grams = ngram_hashes(norm_text, ngram)
-        shared = self.ngram_origin[_positions(self.ngrams, grams)]
-        if len(shared) < min_shared:
-            return None
-        return (
-            "decontaminate.ngram",
-            float(len(shared)),
-            (
-                f"shares {len(shared)} of its {len(grams)} word {ngram}-grams with "
-                f"{_origins(np.bitwise_or.reduce(shared))}" + _per_origin(shared)
-            ),
         )
+    return pa.concat_tables(out), figures
+
+
+def verdicts(found: pa.Table, grams_of, ngram: int, min_shared: int) -> tuple[list[tuple[int, tuple]], int]:
+    """A chunk's MATCH rows -> ((line, (reason, value, detail)) for each contaminated train
+    document, in line order; how many others share only n-grams the cap ignored). `grams_of(line)`:
+    how many distinct n-grams that document has (for the detail)."""
+    line, kind = found["line"].to_numpy(), found["kind"].to_numpy()
+    origin, ignored = found["origin"].to_numpy(), found["ignored"].to_numpy(zero_copy_only=False)
+    hits, spared = [], 0
+    for doc in np.unique(line):
+        mine = line == doc
+        exact = origin[mine & (kind == EXACT)]
+        shared = origin[mine & (kind == NGRAM) & ~ignored]
+        if len(exact):
+            hits.append((int(doc), _exact_verdict(int(exact[0]))))
+        elif ngram and len(shared) and len(shared) >= min_shared:
+            hits.append((int(doc), _ngram_verdict(shared, grams_of(int(doc)), ngram)))
+        elif np.any(mine & ignored):
+            spared += 1
+    return hits, spared
+
+
+def _exact_verdict(origin: int) -> tuple[str, float, str]:
+    return ("decontaminate.exact", 1.0, f"the same normalised text as a document in {_origins(origin)}")
+
+
+def _ngram_verdict(shared: np.ndarray, grams: int, ngram: int) -> tuple[str, float, str]:
+    return (
+        "decontaminate.ngram",
+        float(len(shared)),
+        f"shares {len(shared)} of its {grams} word {ngram}-grams with "
+        f"{_origins(int(np.bitwise_or.reduce(shared)))}" + _per_origin(shared),
+    )
 
 
 def _origins(bits: int) -> str:

@@ -1,22 +1,20 @@
-"""The split and decontamination on Ray, over the documents dedup kept (one task per chunk):
+"""The split and decontamination on Ray, over the documents dedup kept (one task per chunk), as a
+join on the hash:
 
     holdout documents' exact hashes (and n-grams, with split.holdout_ngrams)
     evaluation files (read and cleaned like inputs) -> their exact hashes and n-grams
-        -> one task merges them into the index file it is given            (build_index)
-    train documents -> per task, how many contain each index n-gram -> summed per n-gram in
-        partitions of the n-grams (a Ray groupby) -> one task writes the index without those
-        above split.max_ngram_doc_freq                                     (cap_index)
-    train documents checked against the index -> rejected rows (STAGE-CHUNK.parquet) and the
-        lines the documents writer leaves out (CHUNK.parquet), each into the folder it is given
-                                                                           (decontaminate)
-
-A worker caches an index by its URI: give each attempt's index files new names.
+    train documents -> each one's exact hash and distinct n-grams, naming it (chunk, line)
+        -> all of them shuffled on the hash: in each partition, the train documents holding a
+           contaminant, the n-grams more than split.max_ngram_doc_freq of them hold ignored;
+           written per partition into the folder it is given
+        -> those matches shuffled on the chunk: the contaminated documents -> rejected rows
+           (STAGE-CHUNK.parquet) and the lines the documents writer leaves out (CHUNK.parquet)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -24,19 +22,20 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
-from slimpipe.io.fs import join, resolve, write_parquet_atomic
+from slimpipe.io.fs import join, list_files, resolve, write_parquet_atomic
 from slimpipe.io.inputs import Chunk, InputFile, plan_chunks
 from slimpipe.io.parts import removed_lines
-from slimpipe.schemas import FREQUENT_NGRAM, REMOVED_LINES
+from slimpipe.schemas import REMOVED_LINES
 from slimpipe.stages.clean import Cleaner
+from slimpipe.stages.datasource import read_own_files
 from slimpipe.stages.decontaminate.rules import (
     EVAL,
     HOLDOUT,
-    Contaminants,
     contaminant_hashes,
-    frequent_ngrams,
     holdout_mask,
-    ngram_doc_freq,
+    matches,
+    train_hashes,
+    verdicts,
 )
 from slimpipe.stages.minhash import ngram_hashes
 from slimpipe.stages.normalize import normalize_text
@@ -61,8 +60,17 @@ _COLUMNS_READ = [
     "language_score",
     "quality_score",
 ]
-COUNT_ROW_BYTES = 24  # an (n-gram, count, partition) row
+CHECK_ROW_BYTES = 40  # a hash to check: kind, hash, origin, chunk, line, partition
+MATCH_ROW_BYTES = 40  # a match: chunk, line, kind, origin, ignored
 _PER_CHUNK = {"batch_format": "pyarrow", "batch_size": 1}  # each item is one chunk: one task each
+
+
+class DecontaminationOutputs(NamedTuple):
+    """Where decontamination writes (URIs of folders)."""
+
+    matches: str  # work: the matches of each partition of the hashes (part-P.parquet)
+    rejected: str  # STAGE-CHUNK.parquet: the contaminated documents as rejected rows
+    removed_lines: str  # CHUNK.parquet: their lines, which the documents writer leaves out
 
 
 @dataclass(frozen=True)
@@ -93,17 +101,16 @@ def _chunk_documents(batch: pa.Table, kept: KeptDocuments, split: dict, holdout:
         yield chunk, kept.of_chunk(chunk, paths, split, holdout)
 
 
-def _holdout_contaminants(batch: pa.Table, kept: KeptDocuments, split: dict) -> pa.Table:
+def _holdout_contaminants(batch: pa.Table, kept: KeptDocuments, split: dict, partitions: int) -> pa.Table:
     ngram = split["ngram"] if split["holdout_ngrams"] else 0
-    return pa.concat_tables(
-        [
-            contaminant_hashes([normalize_text(t) for t in held["text"].to_pylist()], ngram, HOLDOUT)
-            for _, held in _chunk_documents(batch, kept, split, holdout=True)
-        ]
-    )
+    tables = [
+        contaminant_hashes([normalize_text(t) for t in held["text"].to_pylist()], ngram, HOLDOUT)
+        for _, held in _chunk_documents(batch, kept, split, holdout=True)
+    ]
+    return _keyed(pa.concat_tables(tables), partitions)
 
 
-def _eval_contaminants(batch: pa.Table, input_cfg: dict, clean_cfg: dict, split: dict) -> pa.Table:
+def _eval_contaminants(batch: pa.Table, input_cfg: dict, clean_cfg: dict, split: dict, partitions: int) -> pa.Table:
     """Evaluation texts cleaned as the corpus was (ftfy uncurls quotes, say), so that a copy matches."""
     out = [contaminant_hashes([], 0, EVAL)]
     cleaner = Cleaner(clean_cfg)
@@ -112,92 +119,30 @@ def _eval_contaminants(batch: pa.Table, input_cfg: dict, clean_cfg: dict, split:
             table = cleaner(table)
             texts = table.filter(pc.is_null(table["reject_stage"]))["text"].to_pylist()
             out.append(contaminant_hashes([normalize_text(t) for t in texts], split["ngram"], EVAL))
-    return pa.concat_tables(out)
+    return _keyed(pa.concat_tables(out), partitions)
 
 
-@ray.remote(num_cpus=1)
-def _merge_index(refs: list, out_uri: str) -> dict:
-    index = Contaminants(pa.concat_tables([contaminant_hashes([], 0, EVAL), *ray.get(refs)]))
-    fs, out = resolve(out_uri)
-    write_parquet_atomic(fs, out, index.table())
-    return {"exact_hashes": len(index.exact), "ngrams": len(index.ngrams)}
-
-
-def build_index(
-    kept: KeptDocuments,
-    split: dict,
-    holdout: bool,
-    eval_files: list[InputFile],
-    eval_input: dict,
-    clean_cfg: dict,
-    index_uri: str,
-) -> dict:
-    """Write the contaminant index to `index_uri`: the holdout's hashes where `holdout` asks for them, and
-    the evaluation files' (read with `eval_input`); returns how many exact hashes and n-grams it holds."""
-    tables = []
-    if kept.parts and holdout:
-        ds = kept.dataset().map_batches(_holdout_contaminants, fn_kwargs={"kept": kept, "split": split}, **_PER_CHUNK)
-        tables += ds.to_arrow_refs()  # the driver passes references on; the data stays in Ray
-    if eval_files:
-        eval_chunks = [c.to_dict() for c in plan_chunks(eval_files, 1 << 62, lambda jobs: [])]  # a task per file
-        ds = ray.data.from_items([{"chunk": c} for c in eval_chunks], override_num_blocks=len(eval_chunks)).map_batches(
-            _eval_contaminants,
-            fn_kwargs={"input_cfg": eval_input, "clean_cfg": clean_cfg, "split": split},
-            **_PER_CHUNK,
+def _train_hashes(batch: pa.Table, kept: KeptDocuments, split: dict, partitions: int) -> pa.Table:
+    tables = [
+        train_hashes(
+            [normalize_text(t) for t in train["text"].to_pylist()], train["line"].to_pylist(), chunk, split["ngram"]
         )
-        tables += ds.to_arrow_refs()
-    return ray.get(_merge_index.remote(tables, index_uri))
+        for chunk, train in _chunk_documents(batch, kept, split, holdout=False)
+    ]
+    return _keyed(pa.concat_tables(tables), partitions)
 
 
-def _read_index(index_uri: str) -> Contaminants:
-    fs, path = resolve(index_uri)
-    return Contaminants(pq.read_table(path, filesystem=fs))
+def _keyed(rows: pa.Table, partitions: int) -> pa.Table:
+    return rows.append_column("partition", pa.array(rows["hash"].to_numpy() % np.uint64(partitions), pa.int64()))
 
 
-_load_index = lru_cache(maxsize=2)(_read_index)  # read once per worker process, for all its chunks
-
-
-def _doc_freq_of_chunks(batch: pa.Table, kept: KeptDocuments, index_uri: str, split: dict, partitions: int) -> pa.Table:
-    """Per contaminant n-gram, how many train documents of these chunks contain it, with the
-    partition that sums it."""
-    ngrams = _load_index(index_uri).ngrams
-    counts = pa.concat_tables(
-        [
-            ngram_doc_freq((ngram_hashes(normalize_text(t), split["ngram"]) for t in train["text"].to_pylist()), ngrams)
-            for _, train in _chunk_documents(batch, kept, split, holdout=False)
-        ]
-    )
-    return counts.append_column("partition", pa.array(counts["hash"].to_numpy() % np.uint64(partitions), pa.int64()))
-
-
-@ray.remote(num_cpus=1)
-def _cap_index(refs: list, index_uri: str, out_uri: str) -> dict:
-    """The index without the n-grams too common in train to be evidence of contamination."""
-    capped = _read_index(index_uri)  # its own copy: ignore() changes it
-    found = [t for t in ray.get(refs) if t.num_rows]  # where none is found, a block may come without columns
-    frequent = pa.concat_tables([FREQUENT_NGRAM.empty_table(), *found])
-    ignored = capped.ignore(frequent["hash"].to_numpy())
-    fs, out = resolve(out_uri)
-    write_parquet_atomic(fs, out, capped.table())
-    return {"ngrams": len(capped.ngrams), "ngrams_ignored": ignored}
-
-
-def cap_index(kept: KeptDocuments, split: dict, index_uri: str, ngrams: int, capped_uri: str, shuffle: Shuffle) -> dict:
-    """Write to `capped_uri` the index of `index_uri` (holding `ngrams` n-grams) without the n-grams that
-    more than split.max_ngram_doc_freq train documents contain, counted per n-gram across chunks in
-    partitions of the n-grams (a shuffle); returns how many n-grams it keeps and ignores."""
-    # partitions of the index's n-grams; each comes once from every chunk that holds it
-    rows = ngrams
-    partitions = shuffle.partitions(rows, COUNT_ROW_BYTES)
-    ds = kept.dataset().map_batches(
-        _doc_freq_of_chunks,
-        fn_kwargs={"kept": kept, "index_uri": index_uri, "split": split, "partitions": partitions},
-        **_PER_CHUNK,
-    )
-    ds = shuffle.group(
-        ds, "partition", frequent_ngrams, rows, COUNT_ROW_BYTES, partitions, max_doc_freq=split["max_ngram_doc_freq"]
-    )
-    return ray.get(_cap_index.remote(ds.to_arrow_refs(), index_uri, capped_uri))
+def _matches_of_partition(rows: pa.Table, max_doc_freq: int | None, out_uri: str) -> pa.Table:
+    partition = int(rows["partition"][0].as_py())
+    found, figures = matches(rows.drop_columns(["partition"]), max_doc_freq)
+    if found.num_rows:
+        fs, out = resolve(out_uri)
+        write_parquet_atomic(fs, join(out, f"part-{partition:05d}.parquet"), found)
+    return pa.table({**{k: [v] for k, v in figures.items()}, "matches": [found.num_rows]})
 
 
 def _as_rejected(train: pa.Table, hits: list[tuple[int, tuple[str, float, str]]]) -> pa.Table:
@@ -214,52 +159,104 @@ def _as_rejected(train: pa.Table, hits: list[tuple[int, tuple[str, float, str]]]
     )
 
 
-def _decontaminate_chunks(
-    batch: pa.Table, kept: KeptDocuments, index_uri: str, split: dict, rejected_uri: str, removed_uri: str, level: int
+def _decontaminate_chunk(
+    found: pa.Table, kept: KeptDocuments, split: dict, rejected_uri: str, removed_uri: str, level: int
 ) -> pa.Table:
-    fs, rejected_dir = resolve(rejected_uri)
-    _, removed_dir = resolve(removed_uri)
-    index = _load_index(index_uri)
-    removed, spared = [], []
-    for chunk, train in _chunk_documents(batch, kept, split, holdout=False):
-        hits, spared_here = [], 0
-        for i, norm in enumerate(map(normalize_text, train["text"].to_pylist())):
-            if hit := index.check(norm, split["ngram"], split["min_shared_ngrams"]):
-                hits.append((i, hit))
-            else:
-                spared_here += index.spared(norm, split["ngram"])
-        spared.append(spared_here)
-        if hits:
-            rows = _as_rejected(train, hits)
-            write_parquet_atomic(fs, join(rejected_dir, f"{STAGE}-{chunk}.parquet"), rejected_rows(rows), level)
-            write_parquet_atomic(
-                fs, join(removed_dir, f"{chunk}.parquet"), rows.select(["line"]).sort_by("line").cast(REMOVED_LINES)
-            )
-        removed.append(len(hits))
-    return pa.table({"removed": removed, "spared_by_cap": spared})
+    """A chunk's matches: its contaminated train documents become rejected rows and removed lines."""
+    chunk = found["chunk"][0].as_py()
+    train = kept.of_chunk(chunk, kept.parts[chunk], split, holdout=False)
+    row_of = {line: i for i, line in enumerate(train["line"].to_pylist())}
+    texts = train["text"]
+
+    def grams_of(line: int) -> int:
+        return len(ngram_hashes(normalize_text(texts[row_of[line]].as_py()), split["ngram"]))
+
+    hits, spared = verdicts(found, grams_of, split["ngram"], split["min_shared_ngrams"])
+    if hits:
+        rows = _as_rejected(train, [(row_of[line], verdict) for line, verdict in hits])
+        fs, rejected_dir = resolve(rejected_uri)
+        _, removed_dir = resolve(removed_uri)
+        write_parquet_atomic(fs, join(rejected_dir, f"{STAGE}-{chunk}.parquet"), rejected_rows(rows), level)
+        write_parquet_atomic(
+            fs, join(removed_dir, f"{chunk}.parquet"), rows.select(["line"]).sort_by("line").cast(REMOVED_LINES)
+        )
+    return pa.table({"removed": [len(hits)], "spared_by_cap": [spared]})
 
 
 def decontaminate(
-    kept: KeptDocuments, split: dict, index_uri: str, rejected_uri: str, removed_uri: str, compression_level: int
+    kept: KeptDocuments,
+    split: dict,
+    holdout: bool,
+    eval_files: list[InputFile],
+    eval_input: dict,
+    clean_cfg: dict,
+    train_rows: int,
+    shuffle: Shuffle,
+    outputs: DecontaminationOutputs,
+    compression_level: int,
 ) -> dict:
-    """Check the train documents against the index of `index_uri`: the contaminated ones go to
-    `rejected_uri` as rejected rows and their lines to `removed_uri`, per chunk. Returns how many it
-    removed and how many it spared only because the cap ignored the n-grams they share."""
-    removed = spared = 0
-    if kept.parts:
-        ds = kept.dataset().map_batches(
-            _decontaminate_chunks,
-            fn_kwargs={
-                "kept": kept,
-                "index_uri": index_uri,
-                "split": split,
-                "rejected_uri": rejected_uri,
-                "removed_uri": removed_uri,
-                "level": compression_level,
-            },
-            **_PER_CHUNK,
+    """Check the train documents (about `train_rows` hashes) against the holdout's hashes where
+    `holdout` asks for them and the evaluation files' (read with `eval_input`); the contaminated
+    ones go to the rejected rows and removed lines of `outputs`. Returns the index's figures (exact
+    hashes, n-grams kept and ignored), how many documents it removed and how many it spared only
+    because the cap ignored the n-grams they share."""
+    sides = []
+    contaminants = 0
+    partitions = shuffle.partitions(train_rows, CHECK_ROW_BYTES)
+    if kept.parts and holdout:
+        sides.append(
+            kept.dataset().map_batches(
+                _holdout_contaminants, fn_kwargs={"kept": kept, "split": split, "partitions": partitions}, **_PER_CHUNK
+            )
+        )
+    if eval_files:
+        eval_chunks = [c.to_dict() for c in plan_chunks(eval_files, 1 << 62, lambda jobs: [])]  # a task per file
+        contaminants = sum(f.size for f in eval_files) // 4  # about a hash per word of the evaluation data
+        sides.append(
+            ray.data.from_items([{"chunk": c} for c in eval_chunks], override_num_blocks=len(eval_chunks)).map_batches(
+                _eval_contaminants,
+                fn_kwargs={"input_cfg": eval_input, "clean_cfg": clean_cfg, "split": split, "partitions": partitions},
+                **_PER_CHUNK,
+            )
+        )
+    figures = {"exact_hashes": 0, "ngrams": 0, "ngrams_ignored": 0, "decontaminated": 0, "spared_by_cap": 0}
+    if not sides or not kept.parts:
+        return figures
+    train = kept.dataset().map_batches(
+        _train_hashes, fn_kwargs={"kept": kept, "split": split, "partitions": partitions}, **_PER_CHUNK
+    )
+    rows = train_rows + contaminants
+    ds = shuffle.group(
+        train.union(*sides),
+        "partition",
+        _matches_of_partition,
+        rows,
+        CHECK_ROW_BYTES,
+        partitions,
+        max_doc_freq=split["max_ngram_doc_freq"] if split["ngram"] else None,
+        out_uri=outputs.matches,
+    )
+    found = 0
+    for b in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for key in ("exact_hashes", "ngrams", "ngrams_ignored"):
+            figures[key] += int(pc.sum(b[key]).as_py() or 0)
+        found += int(pc.sum(b["matches"]).as_py() or 0)
+    fs, path = resolve(outputs.matches)
+    files = [i.path for i in list_files(fs, path) if i.base_name.endswith(".parquet")]
+    if files:
+        ds = shuffle.group(
+            read_own_files(outputs.matches, files),
+            "chunk",
+            _decontaminate_chunk,
+            found,
+            MATCH_ROW_BYTES,
+            kept=kept,
+            split=split,
+            rejected_uri=outputs.rejected,
+            removed_uri=outputs.removed_lines,
+            level=compression_level,
         )
         for b in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            removed += sum(b["removed"].to_pylist())
-            spared += sum(b["spared_by_cap"].to_pylist())
-    return {"decontaminated": removed, "spared_by_cap": spared}
+            figures["decontaminated"] += int(pc.sum(b["removed"]).as_py() or 0)
+            figures["spared_by_cap"] += int(pc.sum(b["spared_by_cap"]).as_py() or 0)
+    return figures
