@@ -6,8 +6,10 @@ page and 49 copies with 1% of words replaced), 1% copies of one page with one wo
 (a giant cluster that grows with the corpus), the rest unique. Each is run by `slimpipe run`
 (web preset's near-dedup: word 5-grams, xxh32, every candidate verified; filters but the length
 rule off, so that every document reaches dedup) as a separate process on every core; /proc is
-sampled every 0.2 s for the RSS of every process of the run (driver, raylet, workers), and each
-sample is charged to the step run.json says is running. Reported per size: documents, candidate
+sampled every 0.2 s for the RSS and the USS (private memory: RSS without the shared pages of Ray's
+object store a worker has mapped) of every process of the run (driver, raylet, workers), and each
+sample is charged to the step run.json says is running. A Ray worker runs many tasks in turn, so
+its memory at a step can be what an earlier task left. Reported per size: documents, candidate
 and verified edges, wall time, microseconds per document, and per step the peak RSS of the
 largest single process; then the 8x/1x ratios.
 
@@ -139,6 +141,7 @@ def measured_run(corpus: Path, run_dir: Path, sets: list[str]) -> dict:
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, env=slimpipe_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     peaks: dict[str, tuple[int, str]] = {}
+    private: dict[str, int] = {}
 
     def sample():
         root = psutil.Process(proc.pid)
@@ -147,11 +150,12 @@ def measured_run(corpus: Path, run_dir: Path, sets: list[str]) -> dict:
             try:
                 for p in [root, *root.children(recursive=True)]:
                     try:
-                        rss, name = p.memory_info().rss, " ".join(p.cmdline()[:1])[:60]
+                        mem, name = p.memory_full_info(), " ".join(p.cmdline()[:1])[:60]
                     except psutil.Error:
                         continue
-                    if rss > peaks.get(step, (0, ""))[0]:
-                        peaks[step] = (rss, name)
+                    if mem.rss > peaks.get(step, (0, ""))[0]:
+                        peaks[step] = (mem.rss, name)
+                    private[step] = max(private.get(step, 0), mem.uss)
             except psutil.Error:
                 pass
             time.sleep(0.2)
@@ -171,6 +175,7 @@ def measured_run(corpus: Path, run_dir: Path, sets: list[str]) -> dict:
         "rounds": near["components"]["rounds"],
         "step_seconds": {s: near[s]["seconds"] for s in STEPS if s in near},
         "peak_rss_mb": {k: round(v[0] / 2**20) for k, v in peaks.items()},
+        "peak_uss_mb": {k: round(v / 2**20) for k, v in private.items()},
         "peak_process": {k: v[1] for k, v in peaks.items()},
     }
 
@@ -190,24 +195,28 @@ def main() -> None:
             r = {"scale": scale, **corpus, **measured_run(Path(tmp) / "in", Path(tmp) / "run", args.set)}
         r["us_per_doc"] = round(r["wall_s"] / r["docs"] * 1e6, 1)
         r["largest_process_mb"] = max(r["peak_rss_mb"].values())
+        r["largest_private_mb"] = max(r["peak_uss_mb"].values())
         results.append(r)
         print(json.dumps(r), flush=True)
         args.out.write_text(json.dumps(results, indent=1))
     first, last = results[0], results[-1]
-    print(f"\n{'scale':>5} {'docs':>9} {'MB':>6} {'cand':>9} {'verified':>9} {'wall s':>7} {'us/doc':>7} {'max MB':>7}")
+    head = f"{'scale':>5} {'docs':>9} {'MB':>6} {'cand':>9} {'verified':>9} {'wall s':>7} {'us/doc':>7}"
+    print(f"\n{head} {'max RSS':>7} {'max USS':>7}")
     for r in results:
         print(
             f"{r['scale']:>5} {r['docs']:>9} {r['bytes'] / 1e6:>6.0f} {r['candidate_edges']:>9} "
-            f"{r['verified_edges']:>9} {r['wall_s']:>7.1f} {r['us_per_doc']:>7.1f} {r['largest_process_mb']:>7}"
+            f"{r['verified_edges']:>9} {r['wall_s']:>7.1f} {r['us_per_doc']:>7.1f} "
+            f"{r['largest_process_mb']:>7} {r['largest_private_mb']:>7}"
         )
-    steps = sorted({s for r in results for s in r["peak_rss_mb"]})
-    print("\npeak RSS of the largest process per step (MB):")
-    for s in steps:
-        print(f"  {s:<24}" + " ".join(f"{r['peak_rss_mb'].get(s, 0):>7}" for r in results))
+    for key, what in (("peak_rss_mb", "RSS"), ("peak_uss_mb", "USS (private: no shared object-store pages)")):
+        print(f"\npeak {what} of the largest process per step (MB):")
+        for s in sorted({s for r in results for s in r[key]}):
+            print(f"  {s:<24}" + " ".join(f"{r[key].get(s, 0):>7}" for r in results))
     print(
         f"\n{last['scale']}x / {first['scale']}x: documents {last['docs'] / first['docs']:.2f}, "
         f"edges {last['verified_edges'] / max(1, first['verified_edges']):.2f}, "
-        f"largest process {last['largest_process_mb'] / first['largest_process_mb']:.2f}, "
+        f"largest process RSS {last['largest_process_mb'] / first['largest_process_mb']:.2f}, "
+        f"USS {last['largest_private_mb'] / first['largest_private_mb']:.2f}, "
         f"time per document {last['us_per_doc'] / first['us_per_doc']:.2f}"
     )
 

@@ -1,8 +1,10 @@
-"""Which of Ray Data's shuffles the stages use (ray.shuffle): exact dedup's own shuffle (a narrow
-index of 16-byte text hashes, ids and positions, 10% of rows copies, keyed on the hash, grouped
-into partitions of ray.partition_rows rows, each partition's duplicates found) under each
-strategy, at two sizes, in one Ray session on every core: wall time, the tasks run and the peak
-of objects alive at once (sampled from Ray's state API every 0.5 s).
+"""Which shuffle the stages use (ray.shuffle): exact dedup's own shuffle (a narrow index of 16-byte
+text hashes, ids and positions, 10% of rows copies, keyed on the hash, grouped into partitions
+of ray.partition_rows rows, each partition's duplicates found) under each of Ray Data's
+strategies, and as hash-partitioned files (`files`: each map task writes one Parquet file with a
+row group per partition, each reducer reads its row group of every file), at two sizes, in one
+Ray session on every core: wall time, the tasks run and the peak of objects alive at once
+(sampled from Ray's state API every 0.5 s).
 
     python bench/shuffle_bench.py [--rows 1000000 4000000] [--partition-rows 250000]
 """
@@ -11,12 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import ray
 from ray.util.state import list_objects, list_tasks
 
@@ -29,8 +34,8 @@ BLOCK_ROWS = 50_000
 def index_block(batch: dict) -> pa.Table:
     ids = batch["id"]
     rng = np.random.default_rng(int(ids[0]))
-    # every tenth row repeats the text of an earlier one
-    text = np.where(ids % 10 == 9, ids // 2, ids).astype(np.uint64)
+    # every tenth row repeats the text of the row nine before it
+    text = np.where(ids % 10 == 9, ids - 9, ids).astype(np.uint64)
     hashes = np.stack([text * np.uint64(0x9E3779B97F4A7C15), text], axis=1).astype("<u8")
     return pa.table(
         {
@@ -49,12 +54,39 @@ def duplicates_count(index: pa.Table) -> pa.Table:
     return pa.table({"duplicates": [find_duplicates(index.drop_columns(["partition"])).num_rows]})
 
 
+def write_partitioned(block: pa.Table, folder: str, partitions: int) -> pa.Table:
+    """A map block as one file, a row group per partition (empty ones too, so row group i is
+    partition i)."""
+    block = block.sort_by("partition")
+    part = block["partition"].to_numpy()
+    path = f"{folder}/{uuid.uuid4().hex}.parquet"
+    with pq.ParquetWriter(path, block.schema) as w:
+        for p in range(partitions):
+            lo, hi = np.searchsorted(part, p), np.searchsorted(part, p, side="right")
+            w.write_table(block.slice(lo, hi - lo), row_group_size=max(1, hi - lo))
+    return pa.table({"path": [path]})
+
+
+def reduce_partition(batch: pa.Table, files: list[str]) -> pa.Table:
+    p = int(batch["partition"][0].as_py())
+    index = pa.concat_tables([pq.ParquetFile(f).read_row_group(p) for f in files])
+    return duplicates_count(index)
+
+
+def files_shuffle(ds: ray.data.Dataset, partitions: int, folder: str) -> ray.data.Dataset:
+    """The map side runs here (its files listed), the reduce side when the result is read."""
+    kwargs = {"folder": folder, "partitions": partitions}
+    written = ds.map_batches(write_partitioned, fn_kwargs=kwargs, batch_format="pyarrow", batch_size=None)
+    files = [r["path"] for b in written.iter_batches(batch_size=None, batch_format="pyarrow") for r in b.to_pylist()]
+    reducers = ray.data.from_items([{"partition": p} for p in range(partitions)], override_num_blocks=partitions)
+    return reducers.map_batches(reduce_partition, fn_kwargs={"files": files}, batch_format="pyarrow", batch_size=1)
+
+
 def one(rows: int, strategy: str, partition_rows: int) -> dict:
-    shuffle = Shuffle(partition_rows, 1 << 40, 4 << 30, strategy)
+    shuffle = Shuffle(partition_rows, 1 << 40, 4 << 30, "sort" if strategy == "files" else strategy)
     partitions = shuffle.partitions(rows, INDEX_ROW_BYTES)
     ds = ray.data.range(rows, override_num_blocks=rows // BLOCK_ROWS).map_batches(index_block, batch_format="numpy")
     ds = ds.map_batches(add_partition, fn_kwargs={"partitions": partitions}, batch_format="pyarrow", batch_size=None)
-    ds = shuffle.group(ds, "partition", duplicates_count, rows, INDEX_ROW_BYTES, partitions)
     peak, done = [0], threading.Event()
 
     def sample():
@@ -69,6 +101,10 @@ def one(rows: int, strategy: str, partition_rows: int) -> dict:
     sampler = threading.Thread(target=sample, daemon=True)
     t = time.perf_counter()
     sampler.start()
+    if strategy == "files":
+        ds = files_shuffle(ds, partitions, tempfile.mkdtemp(dir="/tmp"))
+    else:
+        ds = shuffle.group(ds, "partition", duplicates_count, rows, INDEX_ROW_BYTES, partitions)
     dups = sum(b["duplicates"].sum() for b in ds.iter_batches(batch_size=None, batch_format="numpy"))
     wall = time.perf_counter() - t
     done.set()
@@ -91,7 +127,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 4_000_000])
     ap.add_argument("--partition-rows", type=int, default=250_000)
-    ap.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
+    ap.add_argument("--strategies", nargs="+", default=[*STRATEGIES, "files"])
     args = ap.parse_args()
     ray.init(include_dashboard=True, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False

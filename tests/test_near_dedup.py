@@ -382,3 +382,29 @@ def test_near_dedup_with_components_in_rounds_gives_the_same_output(ray_session,
             .sort_by("id" if folder == "duplicates" else "cluster_id")
             .equals(pq.read_table(out / folder).sort_by("id" if folder == "duplicates" else "cluster_id"))
         )
+
+
+@pytest.mark.slow
+def test_a_chain_of_2000_near_duplicates_is_one_cluster_with_one_survivor(ray_session, c4_docs, tmp_path):
+    """Each page is the one before with one word replaced, so the first and the last share
+    nothing; components in rounds and survivors over many partitions still make one cluster."""
+    rng = random.Random(5)
+    words = " ".join(d["text"] for d in c4_docs[:40]).split()
+    vocab = sorted(set(words))
+    page = words[:150]
+    records = []
+    for i in range(2000):
+        page = list(page)
+        page[rng.randrange(len(page))] = rng.choice(vocab)
+        records.append({"id": f"chain-{i:04d}", "text": " ".join(page), "source": "crawl"})
+    params = MinHashParams(shingle="word", ngram=5, hash="xxh32", scheme="affine32")
+    first, last = (shingle_set(normalize_text(r["text"]), params) for r in (records[0], records[-1]))
+    assert jaccard(first, last) < 0.1
+    write_jsonl(tmp_path / "in" / "chain.jsonl", records)
+    sets = ["dedup.near.components_task_edges=100", "ray.partition_rows=500", "dedup.exact.enabled=false"]
+    run(config_for([tmp_path / "in"], tmp_path / "run", *sets))
+    state = json.loads((tmp_path / "run" / "run.json").read_text())["stages"]["near_dedup"]
+    assert state["components"]["rounds"] >= 1 and state["survivors"]["partitions"] > 1
+    clusters = pq.read_table(tmp_path / "run" / "clusters").to_pylist()
+    assert [(c["size"], c["removed"], c["kept_id"]) for c in clusters] == [(2000, 1999, "chain-0000")]
+    assert pq.read_table(tmp_path / "run" / "documents", columns=["id"])["id"].to_pylist() == ["chain-0000"]
