@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import threading
 import time
@@ -129,6 +130,7 @@ def main() -> None:
     ap.add_argument("--partition-rows", type=int, default=250_000)
     ap.add_argument("--strategies", nargs="+", default=[*STRATEGIES, "files"])
     args = ap.parse_args()
+    os.environ.setdefault("RAY_MAX_LIMIT_FROM_API_SERVER", "2000000")  # the state API lists every object
     ray.init(include_dashboard=True, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     results = []

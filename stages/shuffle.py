@@ -21,6 +21,7 @@ STRATEGIES = {
     "push_sort": ShuffleStrategy.SORT_SHUFFLE_PUSH_BASED,
     "hash": ShuffleStrategy.HASH_SHUFFLE,
 }
+HASH_AGGREGATOR_CPUS = 0.1
 WORKING_SET = 4  # a partition's Arrow rows, their sorted copy, the function's arrays and its output
 TASK_BASE_MEMORY = 256 << 20  # a worker process's own footprint (Python, pyarrow, numpy)
 
@@ -57,6 +58,9 @@ class Shuffle:
         the `rows` rows (about `row_bytes` each) in `partitions` tasks (default: from their size)."""
         partitions = partitions or self.partitions(rows, row_bytes)
         ds.context.shuffle_strategy = STRATEGIES[self.strategy]
+        # hash: its aggregator actors keep what they ask for until the dataset ends; asking for
+        # a whole CPU each, a chain of shuffles took every CPU of a small node and waited forever
+        ds.context.hash_shuffle_operator_actor_num_cpus_override = HASH_AGGREGATOR_CPUS
         return ds.groupby(key, num_partitions=partitions).map_groups(
             fn,
             fn_kwargs=kwargs,

@@ -408,3 +408,16 @@ def test_a_chain_of_2000_near_duplicates_is_one_cluster_with_one_survivor(ray_se
     clusters = pq.read_table(tmp_path / "run" / "clusters").to_pylist()
     assert [(c["size"], c["removed"], c["kept_id"]) for c in clusters] == [(2000, 1999, "chain-0000")]
     assert pq.read_table(tmp_path / "run" / "documents", columns=["id"])["id"].to_pylist() == ["chain-0000"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["push_sort", "hash"])
+def test_every_shuffle_strategy_gives_the_same_output(ray_session, planted, near_run, tmp_path, strategy):
+    """ray.shuffle changes how rows move, not where they land (hash on 2 CPUs too: its aggregator
+    actors ask for a tenth of a CPU, so a chain of shuffles cannot hold every CPU)."""
+    root, _, _ = planted
+    out, stats = near_run
+    other = run(config_for([root / "in"], tmp_path / "run", f"ray.shuffle={strategy}"))
+    assert other["conservation"] == stats["conservation"]
+    for folder, key in [("documents", "id"), ("duplicates", "id"), ("clusters", "cluster_id")]:
+        assert _rows(tmp_path / "run" / folder, key) == _rows(out / folder, key), folder
