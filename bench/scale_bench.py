@@ -141,7 +141,8 @@ def measured_run(corpus: Path, run_dir: Path, sets: list[str]) -> dict:
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, env=slimpipe_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     peaks: dict[str, tuple[int, str]] = {}
-    private: dict[str, int] = {}
+    private: dict[str, tuple[int, str]] = {}
+    driver: dict[str, int] = {}
 
     def sample():
         root = psutil.Process(proc.pid)
@@ -155,7 +156,10 @@ def measured_run(corpus: Path, run_dir: Path, sets: list[str]) -> dict:
                         continue
                     if mem.rss > peaks.get(step, (0, ""))[0]:
                         peaks[step] = (mem.rss, name)
-                    private[step] = max(private.get(step, 0), mem.uss)
+                    if p.pid == proc.pid:
+                        driver[step] = max(driver.get(step, 0), mem.uss)
+                    if mem.uss > private.get(step, (0, ""))[0]:
+                        private[step] = (mem.uss, f"{p.pid} {name}")
             except psutil.Error:
                 pass
             time.sleep(0.2)
@@ -175,7 +179,9 @@ def measured_run(corpus: Path, run_dir: Path, sets: list[str]) -> dict:
         "rounds": near["components"]["rounds"],
         "step_seconds": {s: near[s]["seconds"] for s in STEPS if s in near},
         "peak_rss_mb": {k: round(v[0] / 2**20) for k, v in peaks.items()},
-        "peak_uss_mb": {k: round(v / 2**20) for k, v in private.items()},
+        "peak_uss_mb": {k: round(v[0] / 2**20) for k, v in private.items()},
+        "peak_uss_process": {k: v[1] for k, v in private.items()},
+        "driver_uss_mb": {k: round(v / 2**20) for k, v in driver.items()},
         "peak_process": {k: v[1] for k, v in peaks.items()},
     }
 

@@ -18,6 +18,10 @@
 # SLIMPIPE_NUM_CPUS, SLIMPIPE_NUM_GPUS, SLIMPIPE_OBJECT_STORE_BYTES, SLIMPIPE_RAY_TEMP_DIR,
 # SLIMPIPE_AGENT_PORT (the node agent's HTTP port, default 52365).
 set -euo pipefail
+# A task's small return lives in its owner's memory, and the driver owns every block of a run:
+# below Ray's 100 KB default the driver grew with the corpus (see docs/SCALING.md). The worker
+# that returns decides, so every node needs it.
+export RAY_max_direct_call_object_size="${RAY_max_direct_call_object_size:-1024}"
 
 role="${1:-head}"
 shift || true
