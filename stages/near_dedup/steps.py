@@ -162,11 +162,11 @@ def _shuffled(ds: ray.data.Dataset, column: str, fn, shuffle: Shuffle, rows: int
     """`fn` over each partition of the `rows` edge rows keyed on `column` (all rows of a key in one call)."""
     partitions = shuffle.partitions(rows, EDGE_ROW_BYTES)
     ds = _batches(ds, keyed, column=column, partitions=partitions)
-    return shuffle.group(ds, "partition", _without_partition, rows, EDGE_ROW_BYTES, partitions, fn=fn)
+    return shuffle.group(ds, "partition", _without_partition, rows, EDGE_ROW_BYTES, partitions, step=fn)
 
 
-def _without_partition(rows: pa.Table, fn) -> pa.Table:
-    return fn(rows.drop_columns(["partition"]))
+def _without_partition(rows: pa.Table, step) -> pa.Table:
+    return step(rows.drop_columns(["partition"]))
 
 
 def _write_block(block: pa.Table, out_uri: str) -> pa.Table:
