@@ -19,7 +19,17 @@ import pyarrow.fs as pafs
 from slimpipe import __version__
 from slimpipe.config import fingerprint
 from slimpipe.errors import RunConflict
-from slimpipe.io.fs import child_uri, exists, join, list_files, read_json, remove_stale_tmp, resolve, write_json_atomic
+from slimpipe.io.fs import (
+    child_uri,
+    exists,
+    join,
+    list_files,
+    parquet_files,
+    read_json,
+    remove_stale_tmp,
+    resolve,
+    write_json_atomic,
+)
 from slimpipe.io.inputs import Chunk
 from slimpipe.io.markers import Markers
 from slimpipe.io.parts import parse_part_file_name
@@ -327,7 +337,7 @@ class RunDir:
             self.fs.delete_dir(path)
 
     def files(self, sub: str) -> list[str]:
-        return [i.path for i in list_files(self.fs, join(self.path, sub)) if i.base_name.endswith(".parquet")]
+        return parquet_files(self.fs, join(self.path, sub))
 
     # --- split and decontamination ----------------------------------------------------------
 

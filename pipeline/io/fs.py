@@ -61,6 +61,11 @@ def list_files(fs: pafs.FileSystem, path: str, recursive: bool = False) -> list[
     return sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path)
 
 
+def parquet_files(fs: pafs.FileSystem, path: str) -> list[str]:
+    """The Parquet files directly in a folder, sorted (none if it is missing)."""
+    return [i.path for i in list_files(fs, path) if i.base_name.endswith(".parquet")]
+
+
 # S3 takes a body up to this size in one PutObject (pyarrow's streams upload in parts of 10 MB and
 # S3's smallest part is 5 MB), and a PutObject lands whole or not at all
 SINGLE_PUT_BYTES = 5 * 2**20

@@ -158,18 +158,20 @@ def verdicts(found: pa.Table, grams_of, ngram: int, min_shared: int) -> tuple[li
     """A chunk's MATCH rows -> ((line, (reason, value, detail)) for each contaminated train
     document, in line order; how many others share only n-grams the cap ignored). `grams_of(line)`:
     how many distinct n-grams that document has (for the detail)."""
+    found = found.sort_by("line")  # each document's matches in one run of rows
     line, kind = found["line"].to_numpy(), found["kind"].to_numpy()
     origin, ignored = found["origin"].to_numpy(), found["ignored"].to_numpy(zero_copy_only=False)
+    docs, starts = np.unique(line, return_index=True)
     hits, spared = [], 0
-    for doc in np.unique(line):
-        mine = line == doc
-        exact = origin[mine & (kind == EXACT)]
-        shared = origin[mine & (kind == NGRAM) & ~ignored]
+    for doc, lo, hi in zip(docs.tolist(), starts, np.append(starts[1:], len(line))):
+        k, o, ign = kind[lo:hi], origin[lo:hi], ignored[lo:hi]
+        exact = o[k == EXACT]
+        shared = o[(k == NGRAM) & ~ign]
         if len(exact):
-            hits.append((int(doc), _exact_verdict(int(exact[0]))))
+            hits.append((doc, _exact_verdict(int(exact[0]))))
         elif ngram and len(shared) and len(shared) >= min_shared:
-            hits.append((int(doc), _ngram_verdict(shared, grams_of(int(doc)), ngram)))
-        elif np.any(mine & ignored):
+            hits.append((doc, _ngram_verdict(shared, grams_of(doc), ngram)))
+        elif ign.any():
             spared += 1
     return hits, spared
 

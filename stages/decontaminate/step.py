@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
-from slimpipe.io.fs import join, list_files, resolve, write_parquet_atomic
+from slimpipe.io.fs import join, parquet_files, resolve, write_parquet_atomic
 from slimpipe.io.inputs import Chunk, InputFile, plan_chunks
 from slimpipe.io.parts import removed_lines
 from slimpipe.schemas import REMOVED_LINES
@@ -200,10 +200,14 @@ def decontaminate(
     ones go to the rejected rows and removed lines of `outputs`. Returns the index's figures (exact
     hashes, n-grams kept and ignored), how many documents it removed and how many it spared only
     because the cap ignored the n-grams they share."""
+    figures = {"exact_hashes": 0, "ngrams": 0, "ngrams_ignored": 0, "decontaminated": 0, "spared_by_cap": 0}
+    if not kept.parts or not (holdout or eval_files):
+        return figures
+    # about a hash per word (4 bytes) of the evaluation data beside the train documents'
+    rows = train_rows + sum(f.size for f in eval_files) // 4
+    partitions = shuffle.partitions(rows, CHECK_ROW_BYTES)
     sides = []
-    contaminants = 0
-    partitions = shuffle.partitions(train_rows, CHECK_ROW_BYTES)
-    if kept.parts and holdout:
+    if holdout:
         sides.append(
             kept.dataset().map_batches(
                 _holdout_contaminants, fn_kwargs={"kept": kept, "split": split, "partitions": partitions}, **_PER_CHUNK
@@ -211,7 +215,6 @@ def decontaminate(
         )
     if eval_files:
         eval_chunks = [c.to_dict() for c in plan_chunks(eval_files, 1 << 62, lambda jobs: [])]  # a task per file
-        contaminants = sum(f.size for f in eval_files) // 4  # about a hash per word of the evaluation data
         sides.append(
             ray.data.from_items([{"chunk": c} for c in eval_chunks], override_num_blocks=len(eval_chunks)).map_batches(
                 _eval_contaminants,
@@ -219,13 +222,9 @@ def decontaminate(
                 **_PER_CHUNK,
             )
         )
-    figures = {"exact_hashes": 0, "ngrams": 0, "ngrams_ignored": 0, "decontaminated": 0, "spared_by_cap": 0}
-    if not sides or not kept.parts:
-        return figures
     train = kept.dataset().map_batches(
         _train_hashes, fn_kwargs={"kept": kept, "split": split, "partitions": partitions}, **_PER_CHUNK
     )
-    rows = train_rows + contaminants
     ds = shuffle.group(
         train.union(*sides),
         "partition",
@@ -241,8 +240,7 @@ def decontaminate(
         for key in ("exact_hashes", "ngrams", "ngrams_ignored"):
             figures[key] += int(pc.sum(b[key]).as_py() or 0)
         found += int(pc.sum(b["matches"]).as_py() or 0)
-    fs, path = resolve(outputs.matches)
-    files = [i.path for i in list_files(fs, path) if i.base_name.endswith(".parquet")]
+    files = parquet_files(*resolve(outputs.matches))
     if files:
         ds = shuffle.group(
             read_own_files(outputs.matches, files),

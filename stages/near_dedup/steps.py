@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
-from slimpipe.io.fs import join, list_files, resolve, write_parquet_atomic
+from slimpipe.io.fs import join, parquet_files, resolve, write_parquet_atomic
 from slimpipe.io.parts import removed_lines
 from slimpipe.schemas import NEAR_COMPONENT, NEAR_MEMBER, REMOVED_LINES
 from slimpipe.stages.datasource import read_own_files
@@ -130,8 +130,7 @@ def _verify_partition(
 
 
 def _parquet_files(uri: str) -> list[str]:
-    fs, path = resolve(uri)
-    return [i.path for i in list_files(fs, path) if i.base_name.endswith(".parquet")]
+    return parquet_files(*resolve(uri))
 
 
 def _clear(uri: str) -> None:
